@@ -1,0 +1,179 @@
+"""The feature store contract, schema v1 — the one place it is written down.
+
+A store is an *entry file* ``feats.h5`` plus a folder of shards ``feats.shards/part-NNNNN.h5``.
+
+Shards
+------
+Each shard is written by exactly one writer, first under a temporary name
+(``.part-NNNNN.h5.tmp`` inside the shard folder) and renamed to ``part-NNNNN.h5`` only after it
+has been completely written, flushed and closed.  A shard may hold videos, questions or both
+(questions can be added later to a store whose videos are already extracted).  Files that do not
+match ``part-NNNNN.h5`` (temp files of a crashed writer, for instance) are never read.
+
+Every shard carries the *store attributes* (see :data:`STORE_ATTRS`) and its own row counts.
+All shards of one store must agree on the store attributes listed in :data:`COMPATIBLE_ATTRS`.
+
+Datasets of a shard (N videos, M questions; ``T`` segments; ``L`` text tokens; ``K`` options)::
+
+    videos/id              str      [N]          video id = file stem; plain name, unique in a store
+    videos/audio           float16  [N, T, A]    VGGish embeddings, A = audio_dim (128)
+    videos/audio_present   bool     [N]          False when the file has no audio stream
+    videos/visual          float16  [N, T, Dv]   CLIP frame embeddings
+    videos/visual_patches  float16  [N, T, P, Dv] optional (extractor flag); P patch tokens
+    videos/n_segments      int32    [N]          real (unpadded) segments, 1..T
+    videos/duration        float32  [N]          seconds
+    videos/source_path     str      [N]          path as given to the extractor
+    videos/source_size     int64    [N]          bytes, to detect changed inputs on resume
+    videos/source_mtime    float64  [N]          seconds since the epoch, likewise
+    questions/id           int64    [M]          question id, unique in a store
+    questions/video_id     str      [M]          the video it is about (resolved to a row by the index)
+    questions/split        str      [M]          'train' | 'val' | 'test' | other split names
+    questions/type         int16    [M]          index into attrs['type_names'], -1 = unknown
+    questions/answer       int16    [M]          index into attrs['answer_vocab'], -1 = unknown
+    questions/answer_text  str      [M]          the answer as written in the annotation
+    questions/text         str      [M]          the filled question
+    questions/sentence     float16  [M, Dt]      CLIP sentence embedding
+    questions/tokens       float16  [M, L, Dt]   CLIP token embeddings (L = attrs['text_len'])
+    questions/token_mask   bool     [M, L]       True for real tokens
+    questions/options_text str      [M, K]       multiple-choice datasets only
+    questions/options      float16  [M, K, Dt]   multiple-choice datasets only (sentence emb.)
+    failures/path          str      [F]          inputs the extractor could not use
+    failures/error         str      [F]
+    checksums/<group>/<name> uint32 [ceil(rows / CHECK_BLOCK)]  CRC32 of each block of rows
+
+Entry file
+----------
+``feats.h5`` is *derived*: it is rebuilt from the complete shards (atomically: written to a temp
+name and renamed) and can always be rebuilt again.  It holds the store attributes and::
+
+    index/shard            str      [S]   shard file names, in row order
+    index/shard_videos     int64    [S]   videos per shard
+    index/shard_questions  int64    [S]   questions per shard
+    index/shard_sha256     str      [S]   sha256 of each shard file at index time
+    index/video_id         str      [Nv]  all video ids in global row order
+    index/question_id      int64    [Nq]  all question ids in global row order
+    index/question_video_row int64  [Nq]  global video row of each question
+    failures/path, failures/error         all shards' failures together
+
+Global row order is shard order, then row order inside the shard.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SCHEMA_VERSION = 1
+
+#: rows per checksum block (CRC32 over the raw bytes of each block of rows)
+CHECK_BLOCK = 64
+
+SHARD_DIR_SUFFIX = ".shards"
+SHARD_RE = re.compile(r"^part-(\d{5})\.h5$")
+SHARD_TMP_RE = re.compile(r"^\.part-(\d{5})\.h5\.tmp$")
+VIDEO_ID_RE = re.compile(r"^[^/\\\x00]+$")
+
+AUDIO_DIM = 128
+
+
+@dataclass(frozen=True)
+class Field:
+    """One dataset of a shard: its group/name, numpy dtype (``'str'`` for UTF-8 strings),
+    shape after the leading row axis (symbols resolved from the store attributes) and whether
+    every shard must have it."""
+
+    group: str
+    name: str
+    dtype: str
+    shape: tuple[str, ...] = ()
+    required: bool = True
+
+    @property
+    def path(self) -> str:
+        return f"{self.group}/{self.name}"
+
+
+VIDEO_FIELDS: tuple[Field, ...] = (
+    Field("videos", "id", "str"),
+    Field("videos", "audio", "float16", ("T", "audio_dim")),
+    Field("videos", "audio_present", "bool"),
+    Field("videos", "visual", "float16", ("T", "visual_dim")),
+    Field("videos", "visual_patches", "float16", ("T", "patches", "visual_dim"), required=False),
+    Field("videos", "n_segments", "int32"),
+    Field("videos", "duration", "float32"),
+    Field("videos", "source_path", "str"),
+    Field("videos", "source_size", "int64"),
+    Field("videos", "source_mtime", "float64"),
+)
+
+QUESTION_FIELDS: tuple[Field, ...] = (
+    Field("questions", "id", "int64"),
+    Field("questions", "video_id", "str"),
+    Field("questions", "split", "str"),
+    Field("questions", "type", "int16"),
+    Field("questions", "answer", "int16"),
+    Field("questions", "answer_text", "str"),
+    Field("questions", "text", "str"),
+    Field("questions", "sentence", "float16", ("text_dim",)),
+    Field("questions", "tokens", "float16", ("text_len", "text_dim")),
+    Field("questions", "token_mask", "bool", ("text_len",)),
+    Field("questions", "options_text", "str", ("n_options",), required=False),
+    Field("questions", "options", "float16", ("n_options", "text_dim"), required=False),
+)
+
+FAILURE_FIELDS: tuple[Field, ...] = (
+    Field("failures", "path", "str"),
+    Field("failures", "error", "str"),
+)
+
+#: Attributes every shard and the entry file carry (JSON-encoded where not scalar).
+STORE_ATTRS: dict[str, str] = {
+    "schema_version": "int: SCHEMA_VERSION of the writer",
+    "T": "int: segments per video",
+    "fps": "float: segments per second",
+    "audio_dim": "int: audio embedding size (128 for VGGish)",
+    "visual_dim": "int: CLIP image embedding size",
+    "text_dim": "int: CLIP text embedding size",
+    "text_len": "int: token positions stored per question",
+    "patches": "int: patch tokens per frame stored (0 = none)",
+    "n_options": "int: options per question (0 = not multiple choice)",
+    "dataset": "str: 'music-avqa' | 'avqa' | 'synthetic' | ...",
+    "answer_vocab": "json list[str]: answer index -> answer string",
+    "type_names": "json list[str]: type index -> 'Group/Type' name",
+    "encoders": "json dict: {'audio': {'name':..,'weights':..}, 'visual': {...}, 'text': {...}}",
+    "extractor_config": "json dict: the resolved extraction config",
+    "package_version": "str: version of this package that wrote the file",
+}
+
+#: Attributes on which all shards of a store must agree (others may differ, e.g. config).
+COMPATIBLE_ATTRS: tuple[str, ...] = (
+    "schema_version", "T", "fps", "audio_dim", "visual_dim", "text_dim", "text_len",
+    "patches", "n_options", "answer_vocab", "type_names", "encoders",
+)
+
+
+def shard_dir(entry_path: str) -> str:
+    """``feats.h5`` -> ``feats.shards`` (beside it)."""
+    base = entry_path[:-3] if entry_path.endswith(".h5") else entry_path
+    return base + SHARD_DIR_SUFFIX
+
+
+def shard_name(number: int) -> str:
+    return f"part-{number:05d}.h5"
+
+
+def tmp_shard_name(number: int) -> str:
+    return f".part-{number:05d}.h5.tmp"
+
+
+def check_video_id(video_id: str) -> str:
+    """Video ids are plain names: no path separators, no ``..``, not empty."""
+    if not isinstance(video_id, str) or not video_id or video_id in (".", "..") or ".." in video_id \
+            or not VIDEO_ID_RE.match(video_id):
+        raise ValueError(f"invalid video id {video_id!r}: must be a plain name "
+                         "(no '/', '\\\\', '..' or NUL)")
+    return video_id
+
+
+def resolve_shape(field: Field, attrs: dict) -> tuple[int, ...]:
+    """The per-row shape of ``field`` under the given store attributes."""
+    return tuple(int(attrs[s]) for s in field.shape)
