@@ -24,15 +24,352 @@ app.add_typer(store_app, name="store")
 
 
 # ---- store commands --------------------------------------------------------------------------
+@store_app.command("info")
+def store_info_cmd(
+    path: str = typer.Argument(..., help="The store's entry file, e.g. features/feats.h5."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object instead of a table."),
+) -> None:
+    """Summarise a store: counts, dimensions, encoders, splits, failures, fingerprint."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from store import StoreError, store_info
+
+    try:
+        info = store_info(path)
+    except StoreError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    table = Table(title=f"feature store {path}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in info.items():
+        if key == "failures":
+            value = f"{len(value)}" + "".join(f"\n{f['path']}: {f['error']}" for f in value[:10]) + \
+                ("\n..." if len(value) > 10 else "")
+        elif isinstance(value, dict):
+            value = "\n".join(f"{k}: {json.dumps(v) if isinstance(v, dict) else v}" for k, v in value.items())
+        table.add_row(key, str(value))
+    Console().print(table)
+
+
+@store_app.command("verify")
+def store_verify_cmd(
+    path: str = typer.Argument(..., help="The store's entry file, e.g. features/feats.h5."),
+    quick: bool = typer.Option(False, "--quick", help="Compare shard sizes with the index only; skip sha256 "
+                                                      "digests and per-block CRC32 checksums."),
+) -> None:
+    """Check a store against its index, schema and checksums; exit 1 if any problem is found."""
+    from store import verify_store
+
+    result = verify_store(path, quick=quick)
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+    for problem in result:
+        typer.echo(f"PROBLEM: {problem}")
+    c = result.counts
+    if result:
+        typer.echo(f"{len(result)} problem(s) in {path}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"OK: {path}: {c['shards']} shards, {c['videos']} videos, {c['questions']} questions "
+               f"({'quick: sizes' if quick else 'full: sha256 + block checksums'})")
+
 
 
 # ---- extraction commands ---------------------------------------------------------------------
+@app.command("synth")
+def synth_cmd(
+    out: str = typer.Option(..., "--out", help="Output folder (new, empty, or an earlier synth output): "
+                                               "videos/*.mp4, scenes.json, annotations/avqa-{train,val,test}.json."),
+    videos: int = typer.Option(None, "--videos", help="Number of videos (default 300)."),
+    seed: int = typer.Option(None, "--seed", help="Seed of scenes, questions and split (default 0)."),
+    min_seconds: float = typer.Option(None, "--min-seconds", help="Shortest ordinary video in seconds (default 4)."),
+    max_seconds: float = typer.Option(None, "--max-seconds", help="Longest ordinary video in seconds (default 20)."),
+    long_fraction: float = typer.Option(None, "--long-fraction",
+                                        help="Fraction of videos made 61-75 s long (at least one if > 0) (default 0.02)."),
+    no_audio_fraction: float = typer.Option(None, "--no-audio-fraction",
+                                            help="Fraction of videos without an audio track (at least one if > 0) "
+                                                 "(default 0.08)."),
+    size: list[str] = typer.Option(None, "--size", help="Frame size WxH to choose from; repeat for several "
+                                                        "(default 176x144 256x144 320x180 144x256 240x180 480x270)."),
+    fps: list[float] = typer.Option(None, "--fps", help="Frame rate to choose from; repeat for several "
+                                                        "(default 8 10 12 15)."),
+    instruments: str = typer.Option(None, "--instruments",
+                                    help="Comma-separated instrument names from the MUSIC-AVQA answers "
+                                         "(default violin,cello,piano,flute,drum,trumpet,accordion,guzheng)."),
+    questions_per_video: int = typer.Option(None, "--questions-per-video", help="Questions per video (default 5)."),
+    workers: int = typer.Option(None, "--workers", help="Processes writing videos; 0 = one per CPU core (default 0)."),
+    config: str = typer.Option(None, "--config", help="TOML/YAML/JSON file with SynthConfig fields; options given "
+                                                      "here override it."),
+) -> None:
+    """Write the synthetic demo dataset: real H.264 + AAC mp4 scenes of 1-4 'instruments' with
+    MUSIC-AVQA-format questions whose answers are computed from the scenes."""
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from extract.synth import SynthConfig, synthesize
+    from store.config_io import ConfigError, resolve
+
+    overrides = {"n_videos": videos, "seed": seed, "min_seconds": min_seconds, "max_seconds": max_seconds,
+                 "long_fraction": long_fraction, "no_audio_fraction": no_audio_fraction,
+                 "sizes": list(size) if size else None, "fps": list(fps) if fps else None,
+                 "instruments": instruments, "questions_per_video": questions_per_video, "workers": workers}
+    try:
+        cfg = resolve(SynthConfig, config, overrides)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    with Progress(transient=True) as bar:
+        task = bar.add_task("writing videos", total=None)
+        try:
+            summary = synthesize(out, config=cfg,
+                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
+        except (FileExistsError, ValueError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2)
+    table = Table(title=f"synthetic dataset {summary.out_dir}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for split in summary.videos_per_split:
+        table.add_row(split, f"{summary.videos_per_split[split]} videos, "
+                             f"{summary.questions_per_split[split]} questions")
+    table.add_row("without audio", str(summary.n_without_audio))
+    table.add_row("durations", f"{summary.min_duration:.1f}-{summary.max_duration:.1f} s "
+                               f"({summary.total_video_seconds:.0f} s in all)")
+    table.add_row("questions per type", ", ".join(f"{k} {v}" for k, v in sorted(summary.questions_per_type.items())))
+    table.add_row("encoded now", f"{summary.n_written} videos, {summary.bytes_written / 1e6:.1f} MB "
+                                 f"({summary.n_videos - summary.n_written} up to date)")
+    table.add_row("time", f"{summary.wall_seconds:.1f} s")
+    Console().print(table)
+
 
 
 # ---- model commands --------------------------------------------------------------------------
+@app.command("model")
+def model_cmd(
+    variant: str = typer.Option("shmamba", "--variant", help="Registered model variant to describe "
+                                "(shmamba, euclidean, fixed-curvature, transformer, no-temporal, "
+                                "concat-fusion, per-modality-mamba)."),
+    all_variants: bool = typer.Option(False, "--all", help="Describe every registered variant, one "
+                                      "column each."),
+    audio_dim: int = typer.Option(128, "--audio-dim", help="Audio embedding size of the store (VGGish: 128)."),
+    visual_dim: int = typer.Option(512, "--visual-dim", help="Visual embedding size of the store (CLIP ViT-B/32: 512)."),
+    text_dim: int = typer.Option(512, "--text-dim", help="Text embedding size of the store (CLIP ViT-B/32: 512)."),
+    answers: int = typer.Option(42, "--answers", help="Answer vocabulary size (MUSIC-AVQA: 42)."),
+    options: int = typer.Option(0, "--options", help="Options per question for multiple choice (AVQA: 4); 0: none."),
+    d_model: int = typer.Option(256, "--d-model", help="Model width."),
+    layers: int = typer.Option(4, "--layers", help="Temporal blocks per modality."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table (for README/BENCHMARKS) "
+                                  "instead of a rich table."),
+) -> None:
+    """Print the learnable parameters of a model variant per component and in total."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from model import VARIANTS, build_model, count_parameters
+
+    names = list(VARIANTS) if all_variants else [variant]
+    dims = dict(audio_dim=audio_dim, visual_dim=visual_dim, text_dim=text_dim, n_answers=answers,
+                n_options=options, d_model=d_model, n_layers=layers)
+    try:
+        models = {n: build_model(n, **dims) for n in names}
+    except (ValueError, RuntimeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    counts = {n: count_parameters(m) for n, m in models.items()}
+    components = [c for c in dict.fromkeys(k for cnt in counts.values() for k in cnt) if c != "total"]
+    backends = {n: m.backend or "-" for n, m in models.items()}
+    title = (f"learnable parameters (audio {audio_dim}, visual {visual_dim}, text {text_dim}, "
+             f"answers {answers}, options {options}, d_model {d_model}, layers {layers})")
+    rows = [[c] + [f"{counts[n].get(c, 0):,}" for n in names] for c in components]
+    rows.append(["total"] + [f"{counts[n]['total']:,}" for n in names])
+    rows.append(["Mamba backend"] + [backends[n] for n in names])
+    if markdown:
+        typer.echo(f"{title}\n")
+        typer.echo("| component | " + " | ".join(names) + " |")
+        typer.echo("|---|" + "---:|" * len(names))
+        for row in rows:
+            cells = [f"**{x}**" if row[0] == "total" else x for x in row]
+            typer.echo("| " + " | ".join(cells) + " |")
+        return
+    console = Console(width=max(100, 18 * (len(names) + 1)))
+    console.print(title, highlight=False)
+    table = Table()
+    table.add_column("component", style="bold")
+    for n in names:
+        table.add_column(n, justify="right")
+    for row in rows:
+        table.add_row(*row, style="bold" if row[0] == "total" else None,
+                      end_section=row[0] == components[-1] if components else False)
+    console.print(table)
+
 
 
 # ---- training / evaluation commands ----------------------------------------------------------
+def _train_errors():
+    """Exceptions of train/eval that are the user's input, printed without a traceback."""
+    from store.config_io import ConfigError
+    from store.errors import StoreError
+    from train import CheckpointError, DataError, RunError, ScoringError
+
+    return (ConfigError, StoreError, CheckpointError, DataError, RunError, ScoringError,
+            ValueError, FileNotFoundError)
+
+
+@app.command("train")
+def train_cmd(
+    store: str = typer.Option(None, "--store", help="Feature store entry file (feats.h5) to train "
+                              "from; on --resume, defaults to the run's store."),
+    config: str = typer.Option(None, "--config", help="TOML/YAML/JSON file with TrainConfig fields "
+                               "(model overrides under [model]); options given here override it."),
+    variant: str = typer.Option(None, "--variant", help="Model variant: shmamba, euclidean, "
+                                "fixed-curvature, transformer, no-temporal, concat-fusion, "
+                                "per-modality-mamba (default shmamba)."),
+    out: str = typer.Option(None, "--out", help="Folder of run directories and the 'latest' link "
+                            "(default runs)."),
+    name: str = typer.Option(None, "--name", help="Run directory name (default: a timestamp)."),
+    epochs: int = typer.Option(None, "--epochs", help="Epochs to train (default 30)."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Questions per global batch, all "
+                                   "processes together (default 64)."),
+    lr: float = typer.Option(None, "--lr", help="Peak learning rate (default 1e-4)."),
+    seed: int = typer.Option(None, "--seed", help="Seed of weights, data order and dropout "
+                             "(default 0)."),
+    device: str = typer.Option(None, "--device", help="auto (CUDA if available), cpu, cuda or "
+                               "cuda:N (default auto)."),
+    resume: str = typer.Option(None, "--resume", help="Continue this run directory (or "
+                               "runs/latest) from its last checkpoint, exactly; only runtime "
+                               "settings may change."),
+    set_: list[str] = typer.Option(None, "--set", help="Override any config field, KEY=VALUE "
+                                   "(JSON value), e.g. --set model.d_model=128 --set "
+                                   "align_weight=0.05; repeatable; applied last."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar (log "
+                                     "lines are still printed)."),
+) -> None:
+    """Train a model from a feature store into runs/<name>/ (DDP under torchrun)."""
+    from rich.console import Console
+
+    from store.config_io import parse_set_options
+    from train import prepare_config, train
+
+    console = Console(stderr=True)
+    try:
+        overrides = {"store": store, "variant": variant, "out": out, "name": name,
+                     "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+                     "device": device, "progress": False if no_progress else None}
+        overrides.update(parse_set_options(set_))
+        cfg, _ = prepare_config(config, overrides, resume)
+        result = train(cfg, resume=resume)
+    except _train_errors() as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    best = "-" if result.best_val is None else f"{result.best_val:.2f}"
+    console.print(f"{result.stopped}: {result.epochs_done} epoch(s), {result.step} steps; best "
+                  f"val {best} at epoch {result.best_epoch}; run {result.run_dir}", highlight=False)
+
+
+@app.command("eval")
+def eval_cmd(
+    split: str = typer.Option("test", "--split", help="Store split to evaluate."),
+    run: str = typer.Option(None, "--run", help="Run directory (default: runs/latest)."),
+    store: str = typer.Option(None, "--store", help="Store to evaluate on (default: the one the "
+                              "run was trained on); its dims must match the checkpoint."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, or a checkpoint "
+                                   "folder."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Questions per prediction batch "
+                                   "(default: the run's eval_batch_size)."),
+    out: str = typer.Option("runs", "--out", help="Folder holding 'latest', used when --run is "
+                            "not given."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
+) -> None:
+    """Evaluate a run on a split: predictions, report (JSON + markdown table), plots."""
+    import warnings
+
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from train import evaluate
+
+    console = Console()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            report = evaluate(run, store, split, checkpoint, out=out, device=device,
+                              batch_size=batch_size, plots=not no_plots)
+    except _train_errors() as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    for w in caught:
+        if "Store" in type(w.message).__name__:
+            console.print(f"[yellow]warning:[/yellow] {w.message}", highlight=False)
+    console.print(Markdown(report["table"] or "(no answered questions to score)"))
+    for key, path in report["files"].items():
+        console.print(f"{key}: {path}", highlight=False)
+
+
+
+@app.command("score")
+def score_cmd(
+    annotations: str = typer.Option(..., "--annotations", help="Annotation file or folder of the "
+                                    "questions that were answered (MUSIC-AVQA or AVQA JSON)."),
+    predictions: str = typer.Option(..., "--predictions", help="JSON Lines file, one "
+                                    '{"question_id": int, "answer": str|option index} per line.'),
+    json_out: str | None = typer.Option(None, "--json-out", help="Write the report (and the "
+                                        "baseline, if any) as JSON to this file."),
+    split: str | None = typer.Option(None, "--split", help="Score only the questions of this "
+                                     "split (train/val/test, read from the file names)."),
+    train_annotations: str | None = typer.Option(None, "--train-annotations", help="Train "
+                                                 "annotations: adds a per-type majority-answer "
+                                                 "baseline column."),
+    keep_unknown: bool = typer.Option(False, "--keep-unknown/--strict", help="Keep questions "
+                                      "whose answer/type is outside the vocabulary (scored by "
+                                      "answer text) instead of failing."),
+) -> None:
+    """Score answer predictions: accuracy per question type, per group (pooled) and overall."""
+    import json as _json
+
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from extract.annotations import AnnotationError, load_annotations
+    from train.scoring import (ScoringError, format_table, majority_baseline, read_predictions,
+                               score)
+
+    console = Console()
+    try:
+        records, vocab = load_annotations(annotations, keep_unknown=keep_unknown)
+        if split is not None:
+            records = [r for r in records if r.split == split]
+            if not records:
+                raise AnnotationError(f"{annotations}: no questions of split {split!r}")
+        report = score(records, read_predictions(predictions), vocab)
+        baseline = None
+        if train_annotations is not None:
+            train, _ = load_annotations(train_annotations, keep_unknown=True,
+                                        dataset=vocab.dataset, duplicates="drop",
+                                        vocabulary=vocab)
+            baseline = majority_baseline(train, records, vocab)
+    except (AnnotationError, ScoringError) as exc:
+        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(code=2) from None
+    console.print(Markdown(format_table(report, baseline, name="predictions",
+                                        baseline_name="majority baseline")))
+    if json_out is not None:
+        out = dict(report)
+        if baseline is not None:
+            out["majority_baseline"] = baseline
+        from pathlib import Path as _Path
+
+        _Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        _Path(json_out).write_text(_json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        console.print(f"report written to {json_out}", highlight=False)
+
 
 
 def main() -> None:

@@ -1,0 +1,116 @@
+"""The extraction config: one typed dataclass, resolved defaults <- config file <- CLI overrides
+with :func:`store.config_io.resolve`, and recorded in the store as ``attrs['extractor_config']``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from store.config_io import ConfigError, resolve
+
+SAMPLING_MODES = ("truncate", "uniform")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+@dataclass
+class ExtractConfig:
+    """Everything ``python cli.py extract`` needs.  Field docs double as the CLI help."""
+
+    #: folder searched (recursively) for videos: mp4, mkv, webm, avi, mov
+    videos: str = ""
+    #: annotation file or folder; empty = annotation files found under ``videos``
+    annotations: str = ""
+    #: entry file of the feature store (shards go to ``<out minus .h5>.shards/``)
+    out: str = "feats.h5"
+    #: segments per video
+    T: int = 60
+    #: segments per second (1 = one frame and one second of audio per segment)
+    fps: float = 1.0
+    #: videos longer than T segments: 'truncate' keeps the first T/fps seconds, 'uniform' spreads
+    #: the T segment centres evenly over the whole video
+    sampling: Literal["truncate", "uniform"] = "truncate"
+    #: any open_clip model name (``open_clip.list_models()``)
+    clip_model: str = "ViT-B-32"
+    #: 'default' (open_clip 'openai' tag, from the cache or the network), an open_clip tag,
+    #: a local weight file, 'random' (seeded with ``seed``) or 'random:<seed>'
+    clip_weights: str = "default"
+    #: 'default' (torchvggish release file, from the torch hub cache or the network), a local
+    #: state_dict file, 'random' or 'random:<seed>'
+    vggish_weights: str = "default"
+    #: apply VGGish's PCA-whitening + 8-bit quantisation (AudioSet release format)
+    vggish_postprocess: bool = False
+    #: PCA parameters for ``vggish_postprocess``: 'default' (torchvggish release file) or a path
+    vggish_pca: str = "default"
+    #: seed for 'random' weights
+    seed: int = 0
+    #: CLIP input size in pixels; 0 = the model's own
+    image_size: int = 0
+    #: token positions stored per question
+    text_len: int = 32
+    #: also store CLIP patch tokens [T, P, Dv] per video (large)
+    patches: bool = False
+    #: frames per encoder batch, gathered across videos
+    batch_size: int = 256
+    #: questions (and options) per text-encoder batch
+    text_batch_size: int = 256
+    #: decode worker processes (0 = decode in the main process)
+    workers: int = 2
+    #: videos per shard (a crash loses at most the open shard)
+    shard_size: int = 64
+    #: questions per question shard
+    question_shard_size: int = 8192
+    #: 'auto' (CUDA when available), 'cpu' or 'cuda'
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: encoder precision on CUDA ('auto' = bf16 where supported, else fp16); CPU is always fp32
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    #: address of an existing dask.distributed scheduler (tcp://host:port)
+    scheduler: str = ""
+    #: start a dask LocalCluster with this many workers (0 = no dask, in-process)
+    dask_workers: int = 0
+    #: exit with a non-zero status when any video fails
+    strict: bool = False
+    #: only add questions to an existing store; decode no video
+    questions_only: bool = False
+    #: keep annotation records whose answer is not in the answer vocabulary (answer index -1)
+    keep_unknown: bool = False
+    #: only records of this split ('' = all)
+    split: str = ""
+    #: dataset whose answer vocabulary a store gets when no annotations are given (so questions
+    #: can be added later with questions_only): 'music-avqa' or 'avqa'
+    dataset: str = "music-avqa"
+
+    def __post_init__(self) -> None:
+        if self.T < 1:
+            raise ValueError(f"T must be >= 1, got {self.T}")
+        if not (self.fps > 0):
+            raise ValueError(f"fps must be > 0, got {self.fps}")
+        if self.sampling not in SAMPLING_MODES:
+            raise ValueError(f"sampling must be one of {SAMPLING_MODES}, got {self.sampling!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        for name in ("batch_size", "text_batch_size", "shard_size", "question_shard_size",
+                     "text_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("workers", "dask_workers", "image_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.dataset.strip().lower().replace("_", "-") not in ("music-avqa", "avqa"):
+            raise ValueError(f"dataset must be 'music-avqa' or 'avqa', got {self.dataset!r}")
+        if self.scheduler and self.dask_workers:
+            raise ValueError("give either scheduler or dask_workers, not both")
+        if not self.out:
+            raise ValueError("out must name the store's entry file (e.g. feats.h5)")
+
+
+def load_extract_config(path: str | Path | None = None,
+                        overrides: dict[str, Any] | None = None) -> ExtractConfig:
+    """Defaults <- ``path`` (TOML/YAML/JSON) <- ``overrides`` (``None`` values ignored)."""
+    return resolve(ExtractConfig, path, overrides)
+
+
+__all__ = ["ExtractConfig", "load_extract_config", "ConfigError", "SAMPLING_MODES"]

@@ -1,0 +1,683 @@
+"""Stage one: videos + annotations -> sharded feature store.  :func:`extract` is the entry point.
+
+How a run goes
+--------------
+1. Take the store's lock (:class:`store.StoreLock`) for the whole run; delete temp files of
+   crashed writers; re-index the complete shards (a crash may have left the entry file stale).
+2. Build the encoders once (CLIP + VGGish, see :mod:`extract.encoders`), load the annotations
+   (``--annotations``, or the annotation files found under ``--videos``) and work out the store
+   attributes.  An existing store must agree with them (the error names the field).
+3. Resume: videos already in the store whose source size and mtime are unchanged are skipped;
+   changed ones are dropped (:func:`store.drop_videos`) and extracted again.  Videos in the store
+   that are no longer among the inputs are left alone.
+4. Videos: decode worker processes (``workers``, spawn-safe) decode ahead, in input order; the main
+   process gathers decoded videos until ``batch_size`` frames are waiting and encodes them in one
+   batch *across videos*; encoded videos are written ``shard_size`` per shard by a background
+   writer thread (each shard one :class:`store.ShardWriter`; a crash loses at most the open
+   shard).  A video that cannot be decoded is recorded in the shard's failure list (path + error)
+   and the run goes on.  With ``scheduler``/``dask_workers`` this step (and 5) runs as dask tasks
+   instead, see :mod:`extract.distributed`.
+5. Questions whose video is in the store and whose id is not yet there are encoded in batches
+   (sentence, tokens + mask, options) and written to question shards.  Questions whose video is
+   neither in the store nor extracted now (missing or failed) are *not* written: they are counted
+   and reported as ``questions_without_video``, and a later run picks them up once the video is
+   there.
+6. Re-index and return an :class:`ExtractSummary`; :func:`print_summary` shows it.
+
+``questions_only`` skips 3-4: questions are added to an existing store without decoding anything,
+using the store's answer vocabulary.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing as mp
+import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from store.config_io import to_dict
+
+from .config import ExtractConfig
+from .decode import DecodedVideo, DecodeError, DecodeSpec, decode_video
+from .discover import DiscoveryError, VideoFile, discover_videos
+from .encoders import Encoders, get_encoders
+
+log = logging.getLogger(__name__)
+
+
+class ExtractError(RuntimeError):
+    """A run that cannot start or go on (bad inputs, incompatible store); the message says why."""
+
+
+# ---- data passed between the steps -----------------------------------------------------------
+
+
+@dataclass
+class EncodedVideo:
+    """Features of one video, ready for :meth:`store.ShardWriter.add_videos`."""
+
+    video: VideoFile
+    audio: np.ndarray            # float32 [T, 128]
+    visual: np.ndarray           # float32 [T, Dv]
+    patches: np.ndarray | None   # float32 [T, P, Dv]
+    audio_present: bool
+    n_segments: int
+    duration: float
+
+
+@dataclass
+class ChunkResult:
+    """What writing one shard did (returned by in-process and dask workers alike)."""
+
+    shard: str | None
+    videos: int = 0
+    questions: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class ExtractSummary:
+    out: str
+    videos_found: int = 0
+    videos_skipped: int = 0          # already in the store, unchanged
+    videos_changed: int = 0          # in the store but changed on disk: dropped, re-extracted
+    videos_extracted: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)   # this run: (path, error)
+    questions_found: int = 0
+    questions_added: int = 0
+    questions_skipped: int = 0       # already in the store
+    questions_without_video: int = 0
+    shards_written: int = 0
+    store_videos: int = 0
+    store_questions: int = 0
+    encoders: dict = field(default_factory=dict)
+    random_weights: list[str] = field(default_factory=list)
+    runner: str = "in-process"
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+# ---- attributes ----------------------------------------------------------------------------
+
+
+def options_count(records: Sequence[Any]) -> int:
+    """K of a multiple-choice dataset (0 if no record has options); all must agree."""
+    ks = {len(r.options) for r in records if r.options}
+    if not ks:
+        return 0
+    if len(ks) > 1 or any(not r.options for r in records):
+        counts = sorted({len(r.options) for r in records})
+        raise ExtractError(f"questions have different numbers of answer options {counts}; the "
+                           "store holds one K per store (n_options)")
+    return ks.pop()
+
+
+def store_attrs(cfg: ExtractConfig, enc: Encoders, vocab: Any, n_options: int) -> dict:
+    """The store attributes (``store.schema.STORE_ATTRS``) of this run."""
+    from store.attrs import package_version
+    from store.schema import AUDIO_DIM, SCHEMA_VERSION
+
+    resolved = to_dict(cfg)
+    resolved["image_size"] = enc.clip.image_size
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "T": int(cfg.T),
+        "fps": float(cfg.fps),
+        "audio_dim": AUDIO_DIM,
+        "visual_dim": enc.clip.visual_dim,
+        "text_dim": enc.clip.text_dim,
+        "text_len": int(cfg.text_len),
+        "patches": enc.clip.n_patches if cfg.patches else 0,
+        "n_options": int(n_options),
+        "dataset": vocab.dataset,
+        "answer_vocab": list(vocab.answers),
+        "type_names": list(vocab.types),
+        "encoders": enc.identities,
+        "extractor_config": resolved,
+        "package_version": package_version(),
+    }
+
+
+def random_weight_names(identities: dict) -> list[str]:
+    return [f"{k} ({v['name']}: {v['weights']})" for k, v in identities.items()
+            if str(v.get("weights", "")).startswith("random:")]
+
+
+# ---- encoding --------------------------------------------------------------------------------
+
+
+def encode_videos(decoded: Sequence[tuple[VideoFile, DecodedVideo]], enc: Encoders,
+                  cfg: ExtractConfig) -> list[EncodedVideo]:
+    """Encode several decoded videos with batches of up to ``cfg.batch_size`` frames that span
+    video boundaries (the fast path; :func:`extract_video_reference` is the per-video one)."""
+    if not decoded:
+        return []
+    frames = np.concatenate([d.frames for _, d in decoded])
+    sizes = [len(d.frames) for _, d in decoded]
+    bs = int(cfg.batch_size)
+    vis, pat = [], []
+    for lo in range(0, len(frames), bs):
+        e, p = enc.clip.encode_images(frames[lo:lo + bs], patches=cfg.patches)
+        vis.append(e)
+        pat.append(p)
+    visual = np.concatenate(vis)
+    patches = np.concatenate(pat) if cfg.patches else None
+    with_audio = [d.audio for _, d in decoded if d.audio_present]
+    audio_rows = np.zeros((0, 128), np.float32)
+    if with_audio:
+        mel = np.concatenate(with_audio)
+        audio_rows = np.concatenate([enc.vggish.encode(mel[lo:lo + bs])
+                                     for lo in range(0, len(mel), bs)])
+    out, at, aa = [], 0, 0
+    for (vf, d), n in zip(decoded, sizes):
+        if d.audio_present:
+            audio = audio_rows[aa:aa + n]
+            aa += n
+        else:
+            audio = np.zeros((n, audio_rows.shape[1] if len(audio_rows) else 128), np.float32)
+        out.append(EncodedVideo(vf, audio, visual[at:at + n],
+                                None if patches is None else patches[at:at + n],
+                                d.audio_present, d.n_segments, d.duration))
+        at += n
+    return out
+
+
+def extract_video_reference(video: VideoFile, cfg: ExtractConfig, enc: Encoders) -> EncodedVideo:
+    """The slow reference: decode one video and encode it alone (no cross-video batches)."""
+    spec = DecodeSpec.from_config(cfg, enc.clip.image_size)
+    d = decode_video(video.path, spec)
+    visual, patches = enc.clip.encode_images(d.frames, patches=cfg.patches)
+    audio = enc.vggish.encode(d.audio) if d.audio_present else np.zeros((cfg.T, 128), np.float32)
+    return EncodedVideo(video, audio, visual, patches, d.audio_present, d.n_segments, d.duration)
+
+
+def encode_questions(records: Sequence[Any], enc: Encoders, cfg: ExtractConfig,
+                     n_options: int) -> dict[str, Any]:
+    """Columns for :meth:`store.ShardWriter.add_questions`, text encoded in batches."""
+    texts = [r.text for r in records]
+    bs = int(cfg.text_batch_size)
+    sent, toks, masks = [], [], []
+    for lo in range(0, len(texts), bs):
+        s, t, m = enc.clip.encode_text(texts[lo:lo + bs])
+        sent.append(s)
+        toks.append(t)
+        masks.append(m)
+    dt, L = enc.clip.text_dim, int(cfg.text_len)
+    cols: dict[str, Any] = {
+        "ids": np.asarray([r.question_id for r in records], np.int64),
+        "video_ids": [r.video_id for r in records],
+        "splits": [r.split for r in records],
+        "types": np.asarray([r.type_index for r in records], np.int16),
+        "answers": np.asarray([r.answer_index for r in records], np.int16),
+        "answer_texts": [r.answer for r in records],
+        "texts": texts,
+        "sentence": np.concatenate(sent) if sent else np.zeros((0, dt), np.float32),
+        "tokens": np.concatenate(toks) if toks else np.zeros((0, L, dt), np.float32),
+        "token_mask": np.concatenate(masks) if masks else np.zeros((0, L), bool),
+    }
+    if n_options:
+        flat = [o for r in records for o in r.options]
+        emb = [enc.clip.encode_sentences(flat[lo:lo + bs]) for lo in range(0, len(flat), bs)]
+        emb_arr = np.concatenate(emb) if emb else np.zeros((0, dt), np.float32)
+        cols["options_text"] = np.asarray([list(r.options) for r in records], dtype=object) \
+            .reshape(len(records), n_options)
+        cols["options"] = emb_arr.reshape(len(records), n_options, dt)
+    return cols
+
+
+# ---- writing ---------------------------------------------------------------------------------
+
+
+def write_shard(entry: str | Path, attrs: dict, videos: Sequence[EncodedVideo] = (),
+                failures: Sequence[tuple[str, str]] = (), questions: dict | None = None
+                ) -> ChunkResult:
+    """Write one shard (videos, failures and/or questions) and rename it into place."""
+    from store import ShardWriter
+
+    if not videos and not failures and not questions:
+        return ChunkResult(None)
+    with ShardWriter(entry, attrs) as w:
+        if videos:
+            w.add_videos(
+                ids=[v.video.video_id for v in videos],
+                audio=np.stack([v.audio for v in videos]),
+                audio_present=np.asarray([v.audio_present for v in videos], bool),
+                visual=np.stack([v.visual for v in videos]),
+                n_segments=np.asarray([v.n_segments for v in videos], np.int32),
+                duration=np.asarray([v.duration for v in videos], np.float32),
+                source_path=[v.video.path for v in videos],
+                source_size=np.asarray([v.video.size for v in videos], np.int64),
+                source_mtime=np.asarray([v.video.mtime for v in videos], np.float64),
+                visual_patches=(np.stack([v.patches for v in videos]) if attrs["patches"] else None))
+        for path, err in failures:
+            w.add_failure(path, err)
+        n_q = 0
+        if questions:
+            w.add_questions(**questions)
+            n_q = len(questions["ids"])
+    return ChunkResult(str(w.path), len(videos), n_q, list(failures))
+
+
+# ---- decoding ahead, in worker processes ---------------------------------------------------
+
+
+def safe_decode(path: str, spec: DecodeSpec) -> DecodedVideo | str:
+    """:func:`decode_video`, with any failure turned into its message (run in workers)."""
+    try:
+        return decode_video(path, spec)
+    except DecodeError as exc:
+        return str(exc)
+    except Exception as exc:  # a decoder bug must not stop the run; record it
+        return f"{path}: {type(exc).__name__}: {exc}"
+
+
+def _new_pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+
+
+def _isolated_decode(path: str, spec: DecodeSpec) -> DecodedVideo | str:
+    """Decode one file in its own process (after a decoder process crashed)."""
+    pool = _new_pool(1)
+    try:
+        return pool.submit(safe_decode, path, spec).result()
+    except BrokenProcessPool:
+        return f"{path}: the decoder process crashed on this file"
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def iter_decoded(videos: Iterable[VideoFile], spec: DecodeSpec, workers: int, window: int,
+                 threads: bool = False) -> Iterator[tuple[VideoFile, DecodedVideo | str]]:
+    """Decode ``videos`` in ``workers`` spawn processes (or threads, inside dask tasks), up to
+    ``window`` ahead, and yield ``(video, DecodedVideo or error message)`` in input order.
+    ``workers=0`` decodes here.  If a decoder process dies (a crashing decoder on a hostile
+    file), the video waited on is retried alone in a fresh process and the rest are resubmitted
+    to a fresh pool."""
+    if workers <= 0:
+        for v in videos:
+            yield v, safe_decode(v.path, spec)
+        return
+    new_pool = (lambda: ThreadPoolExecutor(workers, thread_name_prefix="decode")) if threads \
+        else (lambda: _new_pool(workers))
+    pool = new_pool()
+    pending: deque[tuple[VideoFile, Future]] = deque()
+    it = iter(videos)
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(pending) < window:
+                v = next(it, None)
+                if v is None:
+                    exhausted = True
+                    break
+                pending.append((v, pool.submit(safe_decode, v.path, spec)))
+            if not pending:
+                return
+            v, fut = pending.popleft()
+            try:
+                res = fut.result()
+            except BrokenProcessPool:
+                pool.shutdown(wait=False, cancel_futures=True)
+                res = _isolated_decode(v.path, spec)
+                pool = new_pool()
+                pending = deque((pv, pool.submit(safe_decode, pv.path, spec)) for pv, _ in pending)
+            yield v, res
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+# ---- the in-process video runner -----------------------------------------------------------
+
+
+class _ShardQueue:
+    """Writes shards in one background thread so HDF5 output overlaps encoding; at most one
+    shard is being written while the next is filled."""
+
+    def __init__(self, entry: Path, attrs: dict, on_done: Callable[[ChunkResult], None]):
+        self.entry, self.attrs, self.on_done = entry, attrs, on_done
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="shard-writer")
+        self.current: Future | None = None
+
+    def submit(self, videos: list[EncodedVideo], failures: list[tuple[str, str]]) -> None:
+        self.wait()
+        self.current = self.pool.submit(write_shard, self.entry, self.attrs, videos, failures)
+
+    def wait(self) -> None:
+        if self.current is not None:
+            fut, self.current = self.current, None
+            self.on_done(fut.result())
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self.pool.shutdown(wait=True)
+
+
+def run_videos_local(todo: Sequence[VideoFile], cfg: ExtractConfig, enc: Encoders, attrs: dict,
+                     entry: Path, on_result: Callable[[ChunkResult], None],
+                     on_video: Callable[[VideoFile, str | None], None] = lambda v, e: None) -> None:
+    """Decode ahead in worker processes, encode batches across videos, write shards."""
+    spec = DecodeSpec.from_config(cfg, enc.clip.image_size)
+    window = 2 * max(cfg.workers, 1) + math.ceil(cfg.batch_size / cfg.T)
+    writer = _ShardQueue(entry, attrs, on_result)
+    waiting: list[tuple[VideoFile, DecodedVideo]] = []
+    done: list[EncodedVideo] = []
+    failures: list[tuple[str, str]] = []
+
+    def encode_waiting() -> None:
+        nonlocal waiting
+        for ev in encode_videos(waiting, enc, cfg):
+            done.append(ev)
+            on_video(ev.video, None)
+        waiting = []
+
+    def flush(final: bool = False) -> None:
+        nonlocal done, failures
+        while len(done) >= cfg.shard_size or (final and (done or failures)):
+            batch, done = done[:cfg.shard_size], done[cfg.shard_size:]
+            writer.submit(batch, failures)
+            failures = []
+
+    try:
+        for v, res in iter_decoded(todo, spec, cfg.workers, window):
+            if isinstance(res, str):
+                failures.append((v.path, res))
+                on_video(v, res)
+            else:
+                waiting.append((v, res))
+                if sum(len(d.frames) for _, d in waiting) >= cfg.batch_size:
+                    encode_waiting()
+                    flush()
+        encode_waiting()
+        flush(final=True)
+    finally:
+        writer.close()
+
+
+def run_questions_local(records: Sequence[Any], cfg: ExtractConfig, enc: Encoders, attrs: dict,
+                        entry: Path, on_result: Callable[[ChunkResult], None]) -> None:
+    k = int(attrs["n_options"])
+    for lo in range(0, len(records), cfg.question_shard_size):
+        chunk = records[lo:lo + cfg.question_shard_size]
+        on_result(write_shard(entry, attrs, questions=encode_questions(chunk, enc, cfg, k)))
+
+
+# ---- the run ---------------------------------------------------------------------------------
+
+
+def _load_records(cfg: ExtractConfig, store_vocab: Any = None) -> tuple[list, Any]:
+    """Annotation records (filtered by split) and their vocabulary; ([], None) when none."""
+    from .annotations import find_annotation_files, load_annotations
+
+    if cfg.annotations:
+        paths: Any = cfg.annotations
+    elif cfg.videos and Path(cfg.videos).is_dir():
+        paths = find_annotation_files(cfg.videos)
+        if not paths:
+            return [], None
+    else:
+        return [], None
+    kwargs: dict[str, Any] = {"keep_unknown": cfg.keep_unknown}
+    if store_vocab is not None:
+        kwargs["vocabulary"] = store_vocab
+    records, vocab = load_annotations(paths, **kwargs)
+    if cfg.split:
+        records = [r for r in records if r.split == cfg.split]
+    return records, vocab
+
+
+def _vocab_from_attrs(attrs: dict) -> Any:
+    from .annotations import DATASETS, Vocabulary
+
+    if attrs.get("dataset") not in DATASETS:
+        return None
+    return Vocabulary(dataset=attrs["dataset"], answers=tuple(attrs["answer_vocab"]),
+                      types=tuple(attrs["type_names"]), groups={})
+
+
+def _check_compatible(attrs: dict, existing: dict, entry: Path) -> None:
+    from store.attrs import attr_differences
+
+    diff = attr_differences(attrs, existing)
+    if diff:
+        k = diff[0]
+        raise ExtractError(
+            f"the store {entry} was made with different settings: {k!r} is "
+            f"{existing.get(k)!r} there but {attrs.get(k)!r} now"
+            + (f" (also differ: {diff[1:]})" if len(diff) > 1 else "")
+            + "; use the store's settings or write a new store with --out")
+
+
+class _Progress:
+    """A rich progress bar (videos/s, ETA, failures), or nothing."""
+
+    def __init__(self, enabled: bool, console: Any = None):
+        self.enabled = enabled
+        self.bar = None
+        self.task = None
+        self.failures = 0
+        if enabled:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                MofNCompleteColumn(),
+                                TextColumn("{task.fields[rate]} videos/s"),
+                                TextColumn("ETA"), TimeRemainingColumn(),
+                                TextColumn("elapsed"), TimeElapsedColumn(),
+                                TextColumn("[red]{task.fields[failures]} failed"),
+                                console=console, transient=False)
+
+    def start(self, total: int, what: str = "extracting") -> None:
+        if self.bar is not None:
+            self.bar.start()
+            self.t0 = time.monotonic()
+            self.task = self.bar.add_task(what, total=total, rate="-", failures=0)
+
+    def advance(self, failed: bool = False) -> None:
+        if self.bar is None:
+            return
+        self.failures += int(failed)
+        self.bar.advance(self.task)
+        done = self.bar.tasks[0].completed
+        rate = done / max(time.monotonic() - self.t0, 1e-9)
+        self.bar.update(self.task, rate=f"{rate:.2f}", failures=self.failures)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> ExtractSummary:
+    """Run stage one for ``cfg`` (see the module doc); returns what was done."""
+    from store import FeatureStore, StoreLock, drop_videos, rebuild_index
+    from store.layout import complete_shards, temp_files
+
+    t0 = time.monotonic()
+    entry = Path(cfg.out)
+    summary = ExtractSummary(out=str(entry))
+    if not cfg.questions_only and not cfg.videos:
+        raise ExtractError("--videos is required (or use --questions-only with an existing store)")
+    if cfg.questions_only and not cfg.annotations and not cfg.videos:
+        raise ExtractError("--questions-only needs --annotations (or --videos holding annotation files)")
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with StoreLock(entry):
+        for t in temp_files(entry):     # we hold the lock: no writer of ours is running
+            t.unlink(missing_ok=True)
+        if complete_shards(entry):
+            rebuild_index(entry)
+        existing_attrs = None
+        if entry.exists():
+            with FeatureStore(entry) as fs:
+                existing_attrs = dict(fs.attrs)
+        if cfg.questions_only and existing_attrs is None:
+            raise ExtractError(f"--questions-only: no store at {entry}; extract the videos first")
+
+        videos: list[VideoFile] = []
+        if not cfg.questions_only:
+            videos = discover_videos(cfg.videos)
+        summary.videos_found = len(videos)
+
+        store_vocab = _vocab_from_attrs(existing_attrs) if existing_attrs else None
+        records, vocab = _load_records(cfg, store_vocab)
+        if vocab is None:
+            vocab = store_vocab
+        if vocab is None:
+            from .annotations import vocabulary_for
+
+            vocab = vocabulary_for(cfg.dataset)
+        summary.questions_found = len(records)
+        n_options = options_count(records) if records else \
+            int(existing_attrs["n_options"]) if existing_attrs else 0
+
+        enc = get_encoders(cfg, audio=not cfg.questions_only)
+        attrs = store_attrs(cfg, enc, vocab, n_options)
+        if cfg.questions_only:
+            attrs["encoders"] = dict(attrs["encoders"], audio=existing_attrs["encoders"]["audio"])
+        if existing_attrs is not None:
+            _check_compatible(attrs, existing_attrs, entry)
+        summary.encoders = attrs["encoders"]
+        summary.random_weights = random_weight_names(attrs["encoders"])
+
+        # -- resume: what is already there -------------------------------------------------
+        have: dict[str, tuple[int, float]] = {}
+        if existing_attrs is not None:
+            with FeatureStore(entry) as fs:
+                have = fs.source_index()
+        todo, changed = [], []
+        for v in videos:
+            if v.video_id in have:
+                if have[v.video_id] == (v.size, v.mtime):
+                    summary.videos_skipped += 1
+                    continue
+                changed.append(v.video_id)
+            todo.append(v)
+        if changed:
+            log.info("%d input videos changed since extraction; re-extracting them", len(changed))
+            drop_videos(entry, changed)
+        summary.videos_changed = len(changed)
+
+        def on_result(r: ChunkResult) -> None:
+            if r.shard is not None:
+                summary.shards_written += 1
+            summary.videos_extracted += r.videos
+            summary.questions_added += r.questions
+            summary.failures.extend(r.failures)
+
+        bar = _Progress(progress, console)
+        runner = None
+        try:
+            if cfg.scheduler or cfg.dask_workers:
+                from .distributed import DaskRunner
+
+                runner = DaskRunner(cfg)
+                summary.runner = runner.describe()
+            if todo:
+                bar.start(len(todo), "extracting")
+                if runner is not None:
+                    def on_chunk(r: ChunkResult) -> None:
+                        on_result(r)
+                        for _ in range(r.videos):
+                            bar.advance(False)
+                        for _ in r.failures:
+                            bar.advance(True)
+
+                    runner.run_videos(todo, attrs, entry, on_chunk)
+                else:
+                    run_videos_local(todo, cfg, enc, attrs, entry, on_result,
+                                     on_video=lambda v, e: bar.advance(e is not None))
+                bar.stop()
+            if complete_shards(entry):
+                rebuild_index(entry)
+
+            # -- questions ---------------------------------------------------------------------
+            if records:
+                in_store: set[str] = set()
+                have_q: set[int] = set()
+                if entry.exists():
+                    with FeatureStore(entry) as fs:
+                        in_store = set(fs.video_ids.tolist())
+                        have_q = set(fs.question_ids.tolist())
+                pending = []
+                for r in records:
+                    if r.question_id in have_q:
+                        summary.questions_skipped += 1
+                    elif r.video_id in in_store:
+                        pending.append(r)
+                    else:
+                        summary.questions_without_video += 1
+                if summary.questions_without_video:
+                    log.warning("%d questions are about videos that are not in the store (missing "
+                                "or failed); they were not written", summary.questions_without_video)
+                if pending:
+                    if runner is not None:
+                        runner.run_questions(pending, attrs, entry, on_result)
+                    else:
+                        run_questions_local(pending, cfg, enc, attrs, entry, on_result)
+                    rebuild_index(entry)
+        finally:
+            bar.stop()
+            if runner is not None:
+                runner.close()
+        if entry.exists():
+            with FeatureStore(entry) as fs:
+                summary.store_videos, summary.store_questions = fs.n_videos, fs.n_questions
+    summary.seconds = time.monotonic() - t0
+    return summary
+
+
+def print_summary(summary: ExtractSummary, console: Any = None) -> None:
+    """A rich summary: counts, weight identities (random weights said plainly), failures."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    t = Table(title=f"extract -> {summary.out}", show_header=False)
+    t.add_column("what")
+    t.add_column("value", overflow="fold")
+    rows = [
+        ("videos found", summary.videos_found),
+        ("videos extracted now", summary.videos_extracted),
+        ("videos skipped (already in the store)", summary.videos_skipped),
+        ("videos changed on disk (re-extracted)", summary.videos_changed),
+        ("failures", len(summary.failures)),
+        ("questions in the annotations", summary.questions_found),
+        ("questions added", summary.questions_added),
+        ("questions skipped (already in the store)", summary.questions_skipped),
+        ("questions without a video in the store (not written)", summary.questions_without_video),
+        ("shards written", summary.shards_written),
+        ("store now holds", f"{summary.store_videos} videos, {summary.store_questions} questions"),
+        ("runner", summary.runner),
+        ("seconds", f"{summary.seconds:.1f}"),
+    ]
+    for k, v in summary.encoders.items():
+        rows.append((f"{k} encoder", f"{v.get('name')} weights={v.get('weights')}"))
+    for k, v in rows:
+        t.add_row(str(k), str(v))
+    console.print(t)
+    if summary.random_weights:
+        console.print("[bold yellow]RANDOM WEIGHTS:[/] " + ", ".join(summary.random_weights)
+                      + " — these features are for tests and demos, not for real results.")
+    if summary.failures:
+        ft = Table(title=f"{len(summary.failures)} video(s) could not be used (recorded in the store)")
+        ft.add_column("path", overflow="fold")
+        ft.add_column("error", overflow="fold")
+        for p, e in summary.failures:
+            ft.add_row(p, e)
+        console.print(ft)
+
+
+__all__ = ["extract", "print_summary", "ExtractSummary", "ExtractError", "EncodedVideo",
+           "ChunkResult", "encode_videos", "encode_questions", "extract_video_reference",
+           "write_shard", "iter_decoded", "safe_decode", "store_attrs", "DiscoveryError"]

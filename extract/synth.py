@@ -1,0 +1,310 @@
+"""The synthetic demo dataset: real mp4 files (H.264 + AAC) of simple "instrument" scenes and
+MUSIC-AVQA-format question files whose answers are known.
+
+    out/videos/synth_00000.mp4 ...         one file per scene (some without an audio track)
+    out/scenes.json                        the scene description each video was rendered from
+    out/annotations/avqa-{train,val,test}.json   MUSIC-AVQA records, split by video (70/15/15)
+
+Everything but the encoder's bytes is a function of the config (seed included): the scenes, the
+questions, the split and the annotation files are byte-identical for a seed; videos are encoded
+single-threaded per file (in parallel over files), which makes x264's output reproducible too.
+:func:`plan` builds scenes and questions without writing any video (fast; used for balance
+checks), :func:`synthesize` writes everything.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from extract.synth_qa import TYPES, scene_answers, select_questions, type_name
+from extract.synth_render import write_scene
+from extract.synth_scene import DEFAULT_INSTRUMENTS, SceneSpec, make_scene, palette
+
+SPLITS = ("train", "val", "test")
+SCENES_FORMAT = 1
+
+
+@dataclass
+class SynthConfig:
+    """Everything ``python cli.py synth`` needs (fields are its options)."""
+
+    #: number of videos
+    n_videos: int = 300
+    #: seed of everything (scenes, questions, split)
+    seed: int = 0
+    #: shortest ordinary video, seconds
+    min_seconds: float = 4.0
+    #: longest ordinary video, seconds
+    max_seconds: float = 20.0
+    #: fraction of videos made long (``long_min_seconds``..``long_max_seconds``); at least one
+    #: long video whenever this is > 0
+    long_fraction: float = 0.02
+    long_min_seconds: float = 61.0
+    long_max_seconds: float = 75.0
+    #: fraction of videos written without an audio track (at least one whenever > 0)
+    no_audio_fraction: float = 0.08
+    #: frame sizes 'WxH' to choose from (portrait allowed; odd sizes are padded to even)
+    sizes: list[str] = field(default_factory=lambda: ["176x144", "256x144", "320x180", "144x256",
+                                                      "240x180", "480x270"])
+    #: frame rates to choose from
+    fps: list[float] = field(default_factory=lambda: [8.0, 10.0, 12.0, 15.0])
+    #: instrument names (from the MUSIC-AVQA answers) used by the dataset
+    instruments: list[str] = field(default_factory=lambda: list(DEFAULT_INSTRUMENTS))
+    #: questions per video
+    questions_per_video: int = 5
+    #: train / val / test fractions of the videos
+    split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
+    #: audio sample rate, Hz
+    sample_rate: int = 16000
+    #: x264 quality (lower = better, bigger)
+    crf: int = 23
+    #: worker processes for writing videos (0 = one per CPU core)
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_videos < 1:
+            raise ValueError(f"n_videos must be >= 1, got {self.n_videos}")
+        if not 0 < self.min_seconds <= self.max_seconds:
+            raise ValueError(f"need 0 < min_seconds <= max_seconds, got {self.min_seconds}, "
+                             f"{self.max_seconds}")
+        if not 0 < self.long_min_seconds <= self.long_max_seconds:
+            raise ValueError("need 0 < long_min_seconds <= long_max_seconds")
+        for name in ("long_fraction", "no_audio_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if len(self.split_fractions) != 3 or min(self.split_fractions) < 0 or \
+                sum(self.split_fractions) <= 0:
+            raise ValueError(f"split_fractions: need 3 non-negative numbers, got "
+                             f"{self.split_fractions}")
+        if any(f <= 0 for f in self.fps):
+            raise ValueError(f"fps: all rates must be positive, got {self.fps}")
+        if self.questions_per_video < 1:
+            raise ValueError("questions_per_video must be >= 1")
+        self.size_tuples()
+        palette(self.instruments)
+
+    def size_tuples(self) -> tuple[tuple[int, int], ...]:
+        out = []
+        for s in self.sizes:
+            try:
+                w, h = (int(v) for v in s.lower().split("x"))
+            except ValueError:
+                raise ValueError(f"sizes: {s!r} is not WxH (e.g. 320x180)") from None
+            if w < 32 or h < 32:
+                raise ValueError(f"sizes: {s!r} is too small (at least 32x32)")
+            out.append((w, h))
+        if not out:
+            raise ValueError("sizes: give at least one WxH")
+        return tuple(out)
+
+    def scene_spec(self) -> SceneSpec:
+        return SceneSpec(min_seconds=self.min_seconds, max_seconds=self.max_seconds,
+                         long_min_seconds=self.long_min_seconds,
+                         long_max_seconds=self.long_max_seconds, sizes=self.size_tuples(),
+                         fps=tuple(float(f) for f in self.fps))
+
+
+@dataclass
+class SynthPlan:
+    """Scenes, the chosen questions (MUSIC-AVQA records) and the split of each video."""
+
+    config: SynthConfig
+    palette: list[dict]
+    scenes: list[dict]
+    split: dict[str, str]  # video_id -> split
+    records: dict[str, list[dict]]  # split -> records
+
+
+@dataclass
+class SynthSummary:
+    """What :func:`synthesize` wrote."""
+
+    out_dir: str
+    n_videos: int
+    n_questions: int
+    videos_per_split: dict[str, int]
+    questions_per_split: dict[str, int]
+    questions_per_type: dict[str, int]
+    n_without_audio: int
+    min_duration: float
+    max_duration: float
+    total_video_seconds: float
+    n_written: int  # videos encoded by this call (the rest were already up to date)
+    bytes_written: int
+    wall_seconds: float
+
+
+def _pick(n: int, fraction: float, rng: np.random.Generator) -> set[int]:
+    k = 0 if fraction <= 0 else min(n, max(1, int(round(fraction * n))))
+    return {int(i) for i in rng.permutation(n)[:k]}
+
+
+def _split_sizes(n: int, fractions: list[float]) -> list[int]:
+    total = sum(fractions)
+    sizes = [int(math.floor(n * f / total)) for f in fractions]
+    for k in np.argsort([-(n * f / total - s) for f, s in zip(fractions, sizes)], kind="stable"):
+        if sum(sizes) >= n:
+            break
+        sizes[int(k)] += 1
+    # give val/test at least one video when there are enough and they are asked for
+    for k in (1, 2):
+        if sizes[k] == 0 and fractions[k] > 0 and sizes[0] > 1:
+            sizes[0] -= 1
+            sizes[k] += 1
+    return sizes
+
+
+def record(video_id: str, question_id: int, q: dict) -> dict:
+    """A MUSIC-AVQA annotation record for question ``q`` (an item of ``scene_answers``)."""
+    return {"video_id": video_id, "question_id": question_id, "type": json.dumps(q["type"]),
+            "question_content": q["template"], "templ_values": json.dumps(q["templ_values"]),
+            "question_deleted": 0, "anser": q["answer"]}
+
+
+def plan(config: SynthConfig) -> SynthPlan:
+    """Scenes, questions and split for ``config`` (no files written)."""
+    ss = np.random.SeedSequence(config.seed)
+    s_scene, s_layout, s_qa, s_split = ss.spawn(4)
+    n = config.n_videos
+    layout_rng = np.random.default_rng(s_layout)
+    long_ids = _pick(n, config.long_fraction, layout_rng)
+    mute_ids = _pick(n, config.no_audio_fraction, layout_rng)
+    pal = palette(config.instruments)
+    names = [p["name"] for p in pal]
+    spec = config.scene_spec()
+    scenes = []
+    for i, child in enumerate(s_scene.spawn(n)):
+        scene = make_scene(np.random.default_rng(child), f"synth_{i:05d}", spec, pal,
+                           long=i in long_ids, has_audio=i not in mute_ids)
+        scenes.append(scene)
+    candidates = [scene_answers(s, names) for s in scenes]
+    chosen = select_questions(candidates, config.questions_per_video,
+                              int(np.random.default_rng(s_qa).integers(2**31)))
+    sizes = _split_sizes(n, config.split_fractions)
+    order = np.random.default_rng(s_split).permutation(n)
+    split = {}
+    for k, i in enumerate(order):
+        split[scenes[int(i)]["video_id"]] = SPLITS[0] if k < sizes[0] else \
+            SPLITS[1] if k < sizes[0] + sizes[1] else SPLITS[2]
+    records: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    qid = 0
+    for scene, qs in zip(scenes, chosen):
+        for q in qs:
+            qid += 1
+            records[split[scene["video_id"]]].append(record(scene["video_id"], qid, q))
+    return SynthPlan(config, pal, scenes, split, records)
+
+
+def _json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def scenes_document(p: SynthPlan) -> dict:
+    """The content of ``scenes.json``."""
+    return {"format": SCENES_FORMAT, "generator": "extract.synth", "config": asdict(p.config),
+            "palette": p.palette, "split": p.split, "scenes": p.scenes}
+
+
+def synthesize(out_dir: str | Path, n_videos: int | None = None, seed: int | None = None,
+               config: SynthConfig | None = None, progress=None, **overrides) -> SynthSummary:
+    """Write the dataset of ``config`` (or ``SynthConfig(n_videos=.., seed=.., **overrides)``)
+    into ``out_dir``.  Re-running with the same config re-encodes only missing videos.
+    ``progress(done, total)`` is called after each video.
+
+    ``out_dir`` must be empty, missing, or an earlier synth output (it has ``scenes.json``);
+    stale ``videos/synth_*.mp4`` of an earlier, larger run are removed.
+    """
+    t0 = time.perf_counter()
+    if config is None:
+        kw = dict(overrides)
+        if n_videos is not None:
+            kw["n_videos"] = n_videos
+        if seed is not None:
+            kw["seed"] = seed
+        config = SynthConfig(**kw)
+    elif n_videos is not None or seed is not None or overrides:
+        raise ValueError("give either config or n_videos/seed/overrides, not both")
+    out = Path(out_dir)
+    scenes_path = out / "scenes.json"
+    if out.exists() and any(out.iterdir()) and not scenes_path.is_file():
+        raise FileExistsError(f"{out}: not empty and not a synth output (no scenes.json); "
+                              "choose an empty or new folder")
+    p = plan(config)
+    doc = _json_bytes(scenes_document(p))
+    same = scenes_path.is_file() and scenes_path.read_bytes() == doc
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    (out / "annotations").mkdir(parents=True, exist_ok=True)
+    if not same and scenes_path.exists():
+        scenes_path.unlink()  # an interrupted rewrite must not look up to date
+    wanted = {Path(s["file"]).name for s in p.scenes}
+    for f in (out / "videos").glob("synth_*.mp4"):
+        if f.name not in wanted or not same:
+            f.unlink()
+    todo = [s for s in p.scenes if not (out / s["file"]).is_file()]
+    n_bytes = 0
+    workers = config.workers or (os.cpu_count() or 1)
+    workers = max(1, min(workers, len(todo)))
+    done = 0
+    if workers == 1:
+        for s in todo:
+            n_bytes += write_scene(s, out, config.sample_rate, config.crf)[1]
+            done += 1
+            if progress:
+                progress(done, len(todo))
+    elif todo:
+        # longest first keeps the workers evenly busy
+        todo_sorted = sorted(todo, key=lambda s: -s["duration"] * s["fps"] * s["width"] * s["height"])
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futs = [pool.submit(write_scene, s, out, config.sample_rate, config.crf)
+                    for s in todo_sorted]
+            for f in futs:
+                n_bytes += f.result()[1]
+                done += 1
+                if progress:
+                    progress(done, len(todo))
+    for split, recs in p.records.items():
+        _write_atomic(out / "annotations" / f"avqa-{split}.json", _json_bytes(recs))
+    _write_atomic(scenes_path, doc)  # last: its presence marks a complete output
+    durations = [s["duration"] for s in p.scenes]
+    all_recs = [r for recs in p.records.values() for r in recs]
+    return SynthSummary(
+        out_dir=str(out),
+        n_videos=len(p.scenes),
+        n_questions=len(all_recs),
+        videos_per_split={s: sum(1 for v in p.split.values() if v == s) for s in SPLITS},
+        questions_per_split={s: len(r) for s, r in p.records.items()},
+        questions_per_type=dict(Counter(type_name(json.loads(r["type"])) for r in all_recs)),
+        n_without_audio=sum(1 for s in p.scenes if not s["has_audio"]),
+        min_duration=min(durations), max_duration=max(durations),
+        total_video_seconds=round(sum(durations), 1),
+        n_written=len(todo), bytes_written=n_bytes,
+        wall_seconds=round(time.perf_counter() - t0, 2))
+
+
+def load_scenes(path: str | Path) -> dict:
+    """Read ``scenes.json`` (the file or its folder), checking its format."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "scenes.json"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if doc.get("format") != SCENES_FORMAT or "scenes" not in doc:
+        raise ValueError(f"{path}: not a synth scenes file (format {doc.get('format')!r})")
+    return doc
+
+
+__all__ = ["SynthConfig", "SynthPlan", "SynthSummary", "plan", "synthesize", "load_scenes",
+           "scene_answers", "record", "TYPES"]

@@ -1,0 +1,52 @@
+"""Small h5py helpers shared by the writer, reader, index and verifier."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .errors import StoreError
+
+#: variable-length UTF-8 strings
+STR_DTYPE = h5py.string_dtype("utf-8")
+
+#: target bytes per chunk; rows per chunk = clamp(CHUNK_BYTES // row_bytes, 1, MAX_CHUNK_ROWS)
+CHUNK_BYTES = 1 << 20
+MAX_CHUNK_ROWS = 512
+
+
+def chunk_rows(row_shape: tuple[int, ...], itemsize: int) -> int:
+    row_bytes = max(1, int(np.prod(row_shape, dtype=np.int64)) * itemsize)
+    return int(min(MAX_CHUNK_ROWS, max(1, CHUNK_BYTES // row_bytes)))
+
+
+def numpy_dtype(dtype: str):
+    """The h5py dtype for a schema dtype name (``'str'`` -> UTF-8 vlen string)."""
+    return STR_DTYPE if dtype == "str" else np.dtype(dtype)
+
+
+def to_str_array(values) -> np.ndarray:
+    """Object/bytes/str array or list -> numpy unicode array (same shape)."""
+    arr = np.asarray(values, dtype=object)
+    if arr.size == 0:
+        return np.zeros(arr.shape, dtype="<U1")
+    flat = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in arr.ravel().tolist()]
+    return np.asarray(flat, dtype=str).reshape(arr.shape)
+
+
+def read_str(ds, sel=()) -> np.ndarray:
+    """Read (part of) a string dataset as a numpy unicode array."""
+    return to_str_array(ds.asstr()[sel])
+
+
+def open_h5(path: str | os.PathLike, what: str = "file") -> h5py.File:
+    """Open an HDF5 file read-only; ``StoreError`` naming it if missing or unreadable."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"{what} {path} does not exist")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise StoreError(f"{what} {path} cannot be read as HDF5 (truncated or corrupt?): {exc}") from None

@@ -1,0 +1,127 @@
+"""Hyperbolic alignment: maps, per-video curvature broadcasting, the loss, numerical safety."""
+from __future__ import annotations
+
+import pytest
+import torch
+from geoopt.manifolds.stereographic import math as pmath
+
+from model.hyperbolic import (Alignment, CurvatureHead, alignment_loss, clip_tangent,
+                              pairwise_distance, to_ball, to_tangent)
+
+torch.set_num_threads(1)
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_expmap0_logmap0_round_trip_per_video_curvature():
+    g = _gen(0)
+    u = clip_tangent(torch.randn(5, 7, 16, generator=g) * 3, radius=2.0)
+    c = torch.tensor([0.01, 0.2, 0.5, 1.0, 2.0])  # sqrt(c) * 2.0 <= 3: never at the boundary
+    x = to_ball(u, c)
+    assert x.dtype == torch.float32
+    # every point lies strictly inside its own video's ball of radius 1/sqrt(c)
+    assert (x.norm(dim=-1) < (1.0 / c.sqrt())[:, None]).all()
+    torch.testing.assert_close(to_tangent(x, c), u, rtol=1e-4, atol=1e-5)
+    # far out (sqrt(c)*|u| = 20): projected strictly inside the ball, finite on the way back
+    far = to_ball(u / u.norm(dim=-1, keepdim=True) * 20.0, torch.ones(5))
+    assert (far.norm(dim=-1) < 1.0).all() and torch.isfinite(to_tangent(far, torch.ones(5))).all()
+
+
+def test_per_video_curvature_matches_one_video_at_a_time():
+    """The broadcast path (k of shape [V, 1, 1]) against a loop with one scalar curvature."""
+    g = _gen(1)
+    u = clip_tangent(torch.randn(4, 6, 8, generator=g), 2.0)
+    c = torch.tensor([0.1, 0.4, 0.7, 0.95])
+    fast = to_ball(u, c)
+    for i in range(4):
+        k = torch.tensor(-float(c[i]))
+        ref = pmath.project(pmath.expmap0(u[i], k=k), k=k)
+        torch.testing.assert_close(fast[i], ref)
+
+
+def test_pairwise_distance_matches_pair_by_pair_reference():
+    g = _gen(2)
+    a = clip_tangent(torch.randn(5, 8, generator=g), 2.0)
+    v = clip_tangent(torch.randn(5, 8, generator=g), 2.0)
+    c = torch.tensor([0.05, 0.3, 0.6, 0.9, 0.99])
+    fast = pairwise_distance(a, v, c)
+    assert fast.shape == (5, 5)
+    ref = torch.empty(5, 5)
+    for i in range(5):
+        k = torch.tensor(-float(c[i]))  # row i: the anchor video's curvature
+        for j in range(5):
+            ref[i, j] = pmath.dist(pmath.expmap0(a[i], k=k), pmath.expmap0(v[j], k=k), k=k)
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-5)
+    # Euclidean: 2 * ||a_i - v_j||, the c -> 0 limit of the hyperbolic distance
+    torch.testing.assert_close(pairwise_distance(a, v, None), 2 * torch.cdist(a, v), rtol=1e-5, atol=1e-5)
+    near_flat = pairwise_distance(a, v, torch.full((5,), 1e-6))
+    torch.testing.assert_close(near_flat, 2 * torch.cdist(a, v), rtol=1e-3, atol=1e-3)
+
+
+def test_curvature_stays_inside_zero_k0_even_when_saturated():
+    torch.manual_seed(0)
+    head = CurvatureHead(d_model=8, hidden=16, k0=1.5)
+    with torch.no_grad():
+        head.mlp[2].bias.fill_(0.0)
+        for scale in (1e-3, 1.0, 1e3, 1e6):
+            for sign in (1.0, -1.0):
+                a = sign * scale * torch.randn(6, 5, 8)
+                v = sign * scale * torch.randn(6, 5, 8)
+                c = head(a, v)
+                assert c.shape == (6,)
+                assert ((c > 0) & (c < 1.5)).all(), (scale, c)
+        head.mlp[2].bias.fill_(1e4)  # sigmoid == 1.0 exactly in float32
+        assert (head(torch.zeros(2, 3, 8), torch.zeros(2, 3, 8)) < 1.5).all()
+        head.mlp[2].bias.fill_(-1e4)  # sigmoid == 0.0 exactly
+        assert (head(torch.zeros(2, 3, 8), torch.zeros(2, 3, 8)) > 0).all()
+    fixed = CurvatureHead(d_model=8, hidden=16, k0=0.7, adaptive=False)
+    assert list(fixed.parameters()) == []
+    assert torch.equal(fixed(torch.randn(3, 4, 8), torch.randn(3, 4, 8)), torch.full((3,), 0.7))
+
+
+@pytest.mark.parametrize("geometry", ["hyperbolic", "euclidean"])
+def test_alignment_loss_lower_for_matched_than_shuffled_pairs(geometry):
+    g = _gen(3)
+    V, d = 8, 16
+    scene = clip_tangent(torch.randn(V, d, generator=g), 1.5)
+    audio = scene + 0.05 * torch.randn(V, d, generator=g)
+    visual = scene + 0.05 * torch.randn(V, d, generator=g)
+    shuffled = visual[torch.roll(torch.arange(V), 1)]
+    c = torch.linspace(0.2, 0.9, V) if geometry == "hyperbolic" else None
+    matched_loss = alignment_loss(audio, visual, c, temperature=0.1)
+    shuffled_loss = alignment_loss(audio, shuffled, c, temperature=0.1)
+    assert matched_loss < 0.5 * shuffled_loss, (matched_loss, shuffled_loss)
+    # one video: no negatives, nothing to contrast
+    assert float(alignment_loss(audio[:1], visual[:1], None if c is None else c[:1], 0.1)) == 0.0
+
+
+@pytest.mark.parametrize("geometry,curvature", [("hyperbolic", "adaptive"), ("hyperbolic", "fixed"),
+                                                ("euclidean", "adaptive")])
+def test_alignment_no_nan_for_inputs_of_norm_1e3(geometry, curvature):
+    torch.manual_seed(0)
+    align = Alignment(d_model=16, geometry=geometry, curvature=curvature, curvature_hidden=8)
+    a = torch.randn(4, 6, 16)
+    a = (1e3 * a / a.norm(dim=-1, keepdim=True)).requires_grad_()
+    v = a.detach().clone().requires_grad_()  # identical pairs: distance 0 on the diagonal
+    ua, uv, loss, c = align(a, v)
+    (loss + ua.sum() + uv.sum()).backward()
+    assert torch.isfinite(loss) and torch.isfinite(ua).all() and torch.isfinite(uv).all()
+    assert torch.isfinite(a.grad).all() and torch.isfinite(v.grad).all()
+    for p in align.parameters():
+        assert torch.isfinite(p.grad).all()
+    assert ua.norm(dim=-1).max() <= 2.0 + 1e-4  # clipped to clip_radius
+    assert (c is None) == (geometry == "euclidean")
+
+
+def test_alignment_runs_in_float32_under_autocast():
+    torch.manual_seed(0)
+    align = Alignment(d_model=16, curvature_hidden=8)
+    a = torch.randn(3, 5, 16, dtype=torch.bfloat16)
+    v = torch.randn(3, 5, 16, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ua, uv, loss, c = align(a, v)
+    assert ua.dtype == uv.dtype == loss.dtype == c.dtype == torch.float32
+    ref = align(a.float(), v.float())
+    torch.testing.assert_close(loss, ref[2])

@@ -1,0 +1,69 @@
+"""Small real test videos (H.264 + AAC mp4 written with :func:`extract.avwrite.write_av`).
+
+Every second of a test video has its own content, so tests can tell which second a segment came
+from: the frames of second ``s`` show :func:`second_image` (a seeded random picture) and the
+audio of second ``s`` is a tone at :func:`second_hz` Hz.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from extract.avwrite import write_av
+
+SAMPLE_RATE = 16000
+
+
+def second_image(second: int, width: int, height: int, seed: int = 0) -> np.ndarray:
+    """The picture shown during ``second`` (blocky, so H.264 keeps it recognisable)."""
+    rng = np.random.default_rng([seed, second])
+    small = rng.integers(0, 256, (max(height // 8, 1), max(width // 8, 1), 3), dtype=np.uint8)
+    big = np.kron(small, np.ones((8, 8, 1), np.uint8))
+    out = np.zeros((height, width, 3), np.uint8)
+    h, w = min(height, big.shape[0]), min(width, big.shape[1])
+    out[:h, :w] = big[:h, :w]
+    return out
+
+
+def second_hz(second: int) -> float:
+    return 300.0 + 150.0 * (second % 20)
+
+
+def make_video(path: str | Path, seconds: float, fps: float = 10.0, size: tuple[int, int] = (64, 48),
+               audio: bool = True, seed: int = 0) -> Path:
+    """Write a ``seconds``-long ``size`` = (width, height) video at ``fps``; with a tone per
+    second when ``audio``.  Returns the path."""
+    width, height = size
+    n = max(1, int(round(seconds * fps)))
+    frames = np.stack([second_image(int(i / fps), width, height, seed) for i in range(n)])
+    wav = None
+    if audio:
+        t = np.arange(int(round(n / fps * SAMPLE_RATE))) / SAMPLE_RATE
+        hz = np.asarray([second_hz(int(x)) for x in t])
+        wav = (0.4 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+    return write_av(path, frames, fps=fps, audio=wav, sample_rate=SAMPLE_RATE)
+
+
+def make_corrupt(path: str | Path) -> Path:
+    """A file named like a video whose content is not one (an mp4 'ftyp' box, then garbage)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    path.write_bytes(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" +
+                     rng.integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    return path
+
+
+def write_music_annotations(path: str | Path, questions: list[tuple[int, str, str, str, str]]) -> Path:
+    """A MUSIC-AVQA style annotation file.  ``questions``: (question_id, video_id, type_json,
+    template, answer), e.g. ``(1, "v0", '["Audio", "Counting"]', "How many instruments are
+    sounding?", "two")``; templates here carry no placeholders."""
+    recs = [{"video_id": vid, "question_id": qid, "type": typ, "question_content": text,
+             "templ_values": "[]", "anser": ans, "question_deleted": 0}
+            for qid, vid, typ, text, ans in questions]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(recs), encoding="utf-8")
+    return path

@@ -1,0 +1,216 @@
+"""``evaluate``: score a trained run on a split of a store and write its report.
+
+Defaults: the latest run (``runs/latest``) and the store recorded in it.  A store whose dims
+differ from the checkpoint's is refused (the error names the dims); one with the same dims but a
+different fingerprint (other features) gives a warning.  Writes into the run directory::
+
+    predictions_<split>.jsonl   one object per question: question_id, answer, (option), video_id,
+                                type, correct
+    report_<split>.json         the scorer's report (+ the majority baseline under "baseline")
+    report_<split>.md           markdown table: accuracy and the train-split majority baseline
+    plots/<split>_types.png, <split>_confusion.png, <split>_curvature.png, training_curves.png
+
+Everything the scorer needs comes from the store's question arrays (ids, type index ->
+``attrs['type_names']``, answer index -> ``attrs['answer_vocab']`` or, for multiple choice,
+``questions/options_text``, split); no annotation file is read.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from extract.annotations import QARecord, Vocabulary, normalize_answer
+
+from .checkpoint import check_compatible, find_checkpoint
+from .data import SplitInfo, StoreData, open_store, store_dims
+from .distributed import resolve_device
+from .runs import CONFIG_FILE, STORE_FILE, read_json, read_metrics, resolve_run_dir, write_json_atomic
+from .scoring import format_table, majority_baseline, score, write_predictions
+
+log = logging.getLogger(__name__)
+
+
+class StoreMismatchWarning(UserWarning):
+    """The store has the checkpoint's dims but not the fingerprint of the store it was trained on."""
+
+
+def store_vocabulary(attrs: dict) -> Vocabulary:
+    """The scorer's vocabulary from store attributes: answers, types, and groups taken from
+    ``"Group/Type"`` type names (none when the names have no group, as in AVQA)."""
+    types = tuple(attrs["type_names"])
+    groups: dict[str, list[str]] = {}
+    for t in types:
+        if "/" in t:
+            groups.setdefault(t.split("/", 1)[0], []).append(t)
+    return Vocabulary(dataset=str(attrs.get("dataset", "")), answers=tuple(attrs["answer_vocab"]),
+                      types=types, groups={g: tuple(m) for g, m in groups.items()})
+
+
+def records_for_rows(store, rows: np.ndarray) -> list[QARecord]:
+    """QARecords (as the scorer takes them) for the given global question rows of ``store``."""
+    attrs = store.attrs
+    vocab = list(attrs["answer_vocab"])
+    types = list(attrs["type_names"])
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size == 0:
+        return []
+    qids = np.asarray(store.question_ids)[rows]
+    answer = store.questions("answer", rows=rows).astype(np.int64)
+    qtype = store.questions("type", rows=rows).astype(np.int64)
+    split = store.questions("split", rows=rows)
+    text = store.questions("text", rows=rows)
+    vrow = np.asarray(store.question_video_row)[rows]
+    video_ids = np.asarray(store.video_ids)
+    mc = int(attrs.get("n_options", 0)) > 0
+    options = store.questions("options_text", rows=rows) if mc else None
+    out = []
+    for i in range(len(rows)):
+        a, t = int(answer[i]), int(qtype[i])
+        opts: tuple[str, ...] = ()
+        if mc:
+            opts = tuple(normalize_answer(o) for o in options[i])
+            ans = opts[a] if 0 <= a < len(opts) else ""
+        else:
+            ans = normalize_answer(vocab[a]) if a >= 0 else ""
+        out.append(QARecord(
+            question_id=int(qids[i]),
+            video_id=str(video_ids[vrow[i]]) if vrow[i] >= 0 else "",
+            text=str(text[i]), type_name=types[t] if t >= 0 else "", type_index=t,
+            answer=ans, answer_index=a, split=str(split[i]), dataset=str(attrs.get("dataset", "")),
+            options=opts))
+    return out
+
+
+def store_records(store, info: SplitInfo) -> list[QARecord]:
+    """Records of the questions of a :class:`~train.data.SplitInfo`, in its order."""
+    return records_for_rows(store, info.q_rows)
+
+
+def evaluate(run_dir: str | Path | None = None, store: str | None = None, split: str = "test",
+             checkpoint: str = "best", *, out: str | Path = "runs", device: str = "auto",
+             batch_size: int | None = None, backend: str | None = None, plots: bool = True,
+             baseline_split: str = "train") -> dict[str, Any]:
+    """Evaluate a run's checkpoint on ``split``; write predictions, reports and plots into the
+    run directory; return the scorer's report with ``"baseline"`` (majority answer per type from
+    ``baseline_split``, if the store has it), ``"files"`` and ``"table"`` added."""
+    from model import SHMambaConfig, build_model
+
+    from .loop import predict, prediction_map
+    from .plots import (plot_confusion, plot_curvature, plot_training_curves,
+                        plot_type_accuracy)
+
+    run = resolve_run_dir(run_dir, out)
+    cfg = read_json(run / CONFIG_FILE)
+    recorded_store = read_json(run / STORE_FILE) if (run / STORE_FILE).is_file() else {}
+    ckpt = find_checkpoint(run, checkpoint)
+    store_path = store or cfg.get("store") or recorded_store.get("path")
+    fs = open_store(str(store_path))
+    dims = store_dims(fs)
+    check_compatible(ckpt.meta, dims=dims, where=f"checkpoint {ckpt.path}")
+    identity = fs.identity()
+    trained_on = ckpt.meta.get("store", recorded_store)
+    if trained_on.get("fingerprint") and trained_on.get("fingerprint") != identity["fingerprint"]:
+        msg = (f"store {store_path} has the checkpoint's dims but is not the store it was trained "
+               f"on (fingerprint {identity['fingerprint'][:12]} vs "
+               f"{str(trained_on.get('fingerprint'))[:12]} of {trained_on.get('path')})")
+        warnings.warn(msg, StoreMismatchWarning, stacklevel=2)
+        log.warning(msg)
+
+    dev = resolve_device(device)
+    mcfg = dict(ckpt.meta["model_config"])
+    if backend is not None:
+        mcfg["backend"] = backend
+    model = build_model(SHMambaConfig(**mcfg))
+    ckpt.load_weights(model)
+    model.to(dev).eval()
+
+    data = StoreData(fs, [split], dev, with_tokens=bool(mcfg.get("use_tokens", False)))
+    info = data.splits[split]
+    preds = predict(model, data, split, batch_size or int(cfg.get("eval_batch_size", 512)),
+                    str(cfg.get("amp", "auto")))
+    pmap = prediction_map(preds, data, split)
+
+    # records: every question of the split (those whose video is missing count as missing)
+    all_rows = np.asarray(fs.split_rows(split), dtype=np.int64)
+    records_all = records_for_rows(fs, all_rows)
+    records = [r for r in records_all if r.answer]
+    unanswered = len(records_all) - len(records)
+    vocab = store_vocabulary(fs.attrs)
+    scored_ids = {r.question_id for r in records}
+    report = score(records, {q: a for q, a in pmap.items() if q in scored_ids}, vocab) \
+        if records else {"overall": None, "groups": {}, "types": {}, "count": 0, "missing": 0}
+    baseline = None
+    train_rows = np.asarray(fs.split_rows(baseline_split), dtype=np.int64) if baseline_split else []
+    if len(train_rows) and records:
+        train_records = [r for r in records_for_rows(fs, train_rows) if r.answer]
+        if train_records:
+            baseline = majority_baseline(train_records, records, vocab)
+
+    # predictions file
+    by_id = {r.question_id: r for r in records_all}
+    vocab_list = list(fs.attrs["answer_vocab"])
+    rows = []
+    for qid, p in zip(info.question_ids.tolist(), preds.pred.tolist()):
+        r = by_id[int(qid)]
+        if data.with_options:
+            row = {"question_id": int(qid), "answer": int(p),
+                   "answer_text": r.options[int(p)] if r.options else None}
+            correct = r.answer_index >= 0 and int(p) == r.answer_index
+        else:
+            row = {"question_id": int(qid), "answer": vocab_list[int(p)]}
+            correct = bool(r.answer) and normalize_answer(vocab_list[int(p)]) == r.answer
+        row.update({"video_id": r.video_id, "type": r.type_name,
+                    "correct": bool(correct) if r.answer else None})
+        rows.append(row)
+    files: dict[str, str] = {}
+    files["predictions"] = str(write_predictions(run / f"predictions_{split}.jsonl", rows))
+    table = format_table(report, baseline, name=f"{run.name} ({ckpt.path.name})",
+                         baseline_name="majority baseline") if records else ""
+    full = {**report, "split": split, "checkpoint": ckpt.path.name, "epoch": ckpt.meta.get("epoch"),
+            "store": identity, "unanswered": unanswered, "baseline": baseline}
+    write_json_atomic(run / f"report_{split}.json", full)
+    files["report_json"] = str(run / f"report_{split}.json")
+    md = (f"# {run.name}: {split} split, checkpoint {ckpt.path.name} (epoch "
+          f"{ckpt.meta.get('epoch')})\n\nStore `{identity['path']}` (fingerprint "
+          f"`{identity['fingerprint'][:16]}`), variant `{ckpt.meta.get('variant')}`.\n\n" + table)
+    if unanswered:
+        md += f"\n{unanswered} question(s) of the split have no answer and are not scored.\n"
+    (run / f"report_{split}.md").write_text(md, encoding="utf-8")
+    files["report_md"] = str(run / f"report_{split}.md")
+
+    if plots:
+        pdir = run / "plots"
+        pdir.mkdir(exist_ok=True)
+        if records:
+            files["plot_types"] = str(plot_type_accuracy(report, pdir / f"{split}_types.png",
+                                                         baseline=baseline, title=f"{run.name} {split}"))
+            labels, true, pred = _confusion_inputs(data, info, preds.pred)
+            files["plot_confusion"] = str(plot_confusion(true, pred, labels,
+                                                         pdir / f"{split}_confusion.png",
+                                                         title=f"{run.name} {split}"))
+        finite = preds.curvature[np.isfinite(preds.curvature)]
+        if finite.size:
+            files["plot_curvature"] = str(plot_curvature(finite, pdir / f"{split}_curvature.png",
+                                                         title=f"{run.name} {split}"))
+        metrics = read_metrics(run)
+        if metrics:
+            files["plot_training"] = str(plot_training_curves(metrics,
+                                                              pdir / "training_curves.png",
+                                                              title=run.name))
+    full["files"] = files
+    full["table"] = table
+    return full
+
+
+def _confusion_inputs(data: StoreData, info: SplitInfo, pred: np.ndarray):
+    """Labels and (true, predicted) class indices for the confusion matrix; multiple choice uses
+    option slots as classes."""
+    keep = info.answer >= 0
+    if data.with_options:
+        k = int(data.store.attrs["n_options"])
+        return [f"option {i}" for i in range(k)], info.answer[keep], pred[keep]
+    return list(data.store.attrs["answer_vocab"]), info.answer[keep], pred[keep]

@@ -1,0 +1,127 @@
+"""Report plots (matplotlib, Agg backend: no display needed).  Each function writes one PNG and
+returns its path."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
+def plot_type_accuracy(report: Mapping[str, Any], path: str | Path,
+                       baseline: Mapping[str, Any] | None = None, title: str = "") -> Path:
+    """Bars of per-type accuracy (and the groups and overall), beside the baseline if given."""
+    plt = _pyplot()
+    names = [t for t, v in report["types"].items() if v is not None]
+    names += [f"[{g}]" for g, v in report.get("groups", {}).items() if v is not None]
+    names += ["[overall]"]
+
+    def values(r):
+        out = [r["types"].get(t) for t in names if not t.startswith("[")]
+        out += [r["groups"].get(g[1:-1]) for g in names if g.startswith("[") and g != "[overall]"]
+        out += [r["overall"]]
+        return [np.nan if v is None else v for v in out]
+
+    x = np.arange(len(names))
+    width = 0.4 if baseline is not None else 0.7
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(names) + 2), 4.5))
+    ax.bar(x - (width / 2 if baseline is not None else 0), values(report), width, label="model")
+    if baseline is not None:
+        ax.bar(x + width / 2, values(baseline), width, label="majority baseline", alpha=0.7)
+        ax.legend()
+    ax.set_xticks(x, names, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title or "accuracy per question type")
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def confusion_matrix(true: Sequence[int], pred: Sequence[int], n: int) -> np.ndarray:
+    """Counts [n, n]: row = true class, column = predicted class."""
+    m = np.zeros((n, n), dtype=np.int64)
+    np.add.at(m, (np.asarray(true, dtype=np.int64), np.asarray(pred, dtype=np.int64)), 1)
+    return m
+
+
+def plot_confusion(true: Sequence[int], pred: Sequence[int], labels: Sequence[str],
+                   path: str | Path, title: str = "") -> Path:
+    """Row-normalised confusion matrix over the classes that occur (true or predicted)."""
+    plt = _pyplot()
+    m = confusion_matrix(true, pred, len(labels))
+    used = np.flatnonzero(m.sum(0) + m.sum(1))
+    if used.size == 0:
+        used = np.arange(min(1, len(labels)))
+    m = m[np.ix_(used, used)]
+    rows = m.sum(1, keepdims=True)
+    norm = np.divide(m, rows, out=np.zeros_like(m, dtype=float), where=rows > 0)
+    size = max(4, 0.28 * len(used) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    names = [labels[i] for i in used]
+    ax.set_xticks(range(len(used)), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(used)), names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or "confusion matrix (row-normalised)")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return _save(fig, path)
+
+
+def plot_curvature(curvature: Sequence[float], path: str | Path, title: str = "") -> Path:
+    """Histogram of the per-video curvature c (the ball has curvature -c)."""
+    plt = _pyplot()
+    c = np.asarray(curvature, dtype=float)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(c, bins=min(50, max(5, c.size // 5)), color="tab:purple", alpha=0.8)
+    ax.set_xlabel("curvature c per video")
+    ax.set_ylabel("videos")
+    ax.set_title(title or "adaptive curvature")
+    ax.axvline(float(np.mean(c)), color="k", ls="--", lw=1, label=f"mean {np.mean(c):.4g}")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_training_curves(metrics: Sequence[Mapping[str, Any]], path: str | Path,
+                         title: str = "") -> Path:
+    """Loss terms, accuracy and learning rate per epoch from ``metrics.jsonl`` rows."""
+    plt = _pyplot()
+    ep = [m["epoch"] for m in metrics]
+
+    def col(key):
+        return [np.nan if m.get(key) is None else m[key] for m in metrics]
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    axes[0].plot(ep, col("train_loss"), "o-", label="train loss")
+    axes[0].plot(ep, col("ce"), ".--", label="CE")
+    axes[0].plot(ep, col("align"), ".--", label="align")
+    axes[0].set_title("loss")
+    axes[0].legend()
+    axes[1].plot(ep, col("train_acc"), "o-", label="train")
+    axes[1].plot(ep, col("val_overall"), "o-", label="val")
+    axes[1].set_title("accuracy (%)")
+    axes[1].legend()
+    axes[2].plot(ep, col("lr"), "o-")
+    axes[2].set_title("learning rate (end of epoch)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return _save(fig, path)

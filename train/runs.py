@@ -1,0 +1,149 @@
+"""Run directories: ``<out>/<name or timestamp>/`` with ``config.json`` (the exact resolved
+config), ``store.json`` (the store's identity), ``metrics.jsonl`` (one JSON object per epoch),
+``checkpoints/`` and ``train.log``; ``<out>/latest`` is a symlink to the newest run, replaced
+atomically.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from .checkpoint import replace_symlink
+
+CONFIG_FILE = "config.json"
+STORE_FILE = "store.json"
+METRICS_FILE = "metrics.jsonl"
+LOG_FILE = "train.log"
+LATEST = "latest"
+
+
+class RunError(RuntimeError):
+    """A run directory is missing, incomplete, or would be overwritten."""
+
+
+def write_json_atomic(path: str | Path, obj) -> None:
+    """Write JSON to a temp file beside ``path`` and rename it into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path}: missing")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path}: not valid JSON: {exc}") from exc
+
+
+def new_run_dir(out: str | Path, name: str = "") -> Path:
+    """Create and return a fresh run directory under ``out``.  A given ``name`` that already
+    exists is an error (use ``--resume`` to continue it); timestamps get a suffix if taken."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if name:
+        path = out / name
+        try:
+            path.mkdir()
+        except FileExistsError:
+            raise RunError(f"run directory {path} already exists; pass --resume {path} to "
+                           "continue it or choose another --name") from None
+        return path
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for i in range(1000):
+        path = out / (stamp if i == 0 else f"{stamp}-{i}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RunError(f"cannot create a run directory under {out}")
+
+
+def set_latest(run_dir: str | Path) -> None:
+    """Point ``<out>/latest`` at ``run_dir`` (atomically)."""
+    run_dir = Path(run_dir)
+    replace_symlink(run_dir.parent / LATEST, run_dir.name)
+
+
+def resolve_run_dir(path: str | Path | None = None, out: str | Path = "runs") -> Path:
+    """A run directory from: None (``<out>/latest``), a run directory, a ``latest`` link, or an
+    ``out`` folder that holds a ``latest`` link.  Returns the real path."""
+    p = Path(out) / LATEST if path is None else Path(path)
+    if p.is_dir() and not (p / CONFIG_FILE).is_file() and (p / LATEST).exists():
+        p = p / LATEST
+    if not p.exists():
+        hint = " (no run yet? train one first)" if path is None else ""
+        raise RunError(f"run directory {p} does not exist{hint}")
+    p = p.resolve()
+    if not (p / CONFIG_FILE).is_file():
+        raise RunError(f"{p} is not a run directory (no {CONFIG_FILE})")
+    return p
+
+
+def append_metrics(run_dir: str | Path, row: dict) -> None:
+    """Append one JSON object (one epoch) to ``metrics.jsonl``, flushed to disk."""
+    with open(Path(run_dir) / METRICS_FILE, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """All rows of ``metrics.jsonl`` (an unterminated last line from a crash is ignored)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
+def truncate_metrics(run_dir: str | Path, last_epoch: int) -> None:
+    """Keep only rows with ``epoch <= last_epoch`` (used when resuming from a checkpoint that
+    is older than the metrics file)."""
+    rows = [r for r in read_metrics(run_dir) if int(r.get("epoch", 0)) <= last_epoch]
+    path = Path(run_dir) / METRICS_FILE
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_logger(run_dir: str | Path | None, name: str = "train") -> logging.Logger:
+    """A logger that appends to ``<run_dir>/train.log`` (or only propagates when None)."""
+    logger = logging.getLogger(f"shmamba.{name}.{run_dir}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+    if run_dir is not None:
+        handler = logging.FileHandler(Path(run_dir) / LOG_FILE, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    else:
+        logger.addHandler(logging.NullHandler())
+    return logger
+
+
+def close_logger(logger: logging.Logger) -> None:
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
