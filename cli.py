@@ -82,6 +82,108 @@ def store_verify_cmd(
 
 
 # ---- extraction commands ---------------------------------------------------------------------
+@app.command("extract")
+def extract_cmd(
+    videos: str = typer.Option(None, "--videos", help="Folder searched recursively for videos "
+                               "(mp4, mkv, webm, avi, mov); the video id is the file stem."),
+    annotations: str = typer.Option(None, "--annotations", help="Annotation file or folder "
+                                    "(MUSIC-AVQA / AVQA JSON). Default: annotation files found under --videos."),
+    out: str = typer.Option(None, "--out", help="Entry file of the feature store (default feats.h5; "
+                            "shards go to feats.shards/ beside it)."),
+    segments: int = typer.Option(None, "--segments", "-T", help="Segments per video (default 60)."),
+    fps: float = typer.Option(None, "--fps", help="Segments per second (default 1: one frame and one "
+                              "second of audio per segment)."),
+    sampling: str = typer.Option(None, "--sampling", help="Videos longer than T segments: 'truncate' keeps "
+                                 "the first T segments (default); 'uniform' spreads T segment centres "
+                                 "evenly over the whole video. Shorter videos always repeat their last "
+                                 "real segment."),
+    clip_model: str = typer.Option(None, "--clip-model", help="Any open_clip model name (default ViT-B-32)."),
+    clip_weights: str = typer.Option(None, "--clip-weights", help="'default' (open_clip 'openai' weights from "
+                                     "the cache or the network), an open_clip tag, a local weight file, "
+                                     "'random' or 'random:<seed>'."),
+    vggish_weights: str = typer.Option(None, "--vggish-weights", help="'default' (torchvggish release weights "
+                                       "from the torch hub cache or the network), a local state_dict file, "
+                                       "'random' or 'random:<seed>'."),
+    vggish_postprocess: bool = typer.Option(None, "--vggish-postprocess/--no-vggish-postprocess",
+                                            help="Apply VGGish PCA whitening + 8-bit quantisation "
+                                                 "(AudioSet release format; default off)."),
+    vggish_pca: str = typer.Option(None, "--vggish-pca", help="PCA parameters for --vggish-postprocess: "
+                                   "'default' (torchvggish release file) or a local file."),
+    seed: int = typer.Option(None, "--seed", help="Seed for 'random' weights (default 0)."),
+    image_size: int = typer.Option(None, "--image-size", help="CLIP input size in pixels (default: the model's)."),
+    text_len: int = typer.Option(None, "--text-len", help="Token positions stored per question (default 32)."),
+    patches: bool = typer.Option(None, "--patches/--no-patches", help="Also store CLIP patch tokens per "
+                                 "frame (large; default off)."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Frames per encoder batch, gathered across "
+                                   "videos (default 256)."),
+    text_batch_size: int = typer.Option(None, "--text-batch-size", help="Questions per text-encoder batch "
+                                        "(default 256)."),
+    workers: int = typer.Option(None, "--workers", help="Decode worker processes (default 2; 0 = decode in "
+                                "the main process)."),
+    shard_size: int = typer.Option(None, "--shard-size", help="Videos per shard; a crash loses at most one "
+                                   "open shard (default 64)."),
+    question_shard_size: int = typer.Option(None, "--question-shard-size", help="Questions per question "
+                                            "shard (default 8192)."),
+    device: str = typer.Option(None, "--device", help="'auto' (CUDA when available; default), 'cpu' or 'cuda'."),
+    precision: str = typer.Option(None, "--precision", help="Encoder precision on CUDA: 'auto' (bf16 where "
+                                  "supported, else fp16; default), 'fp16', 'bf16' or 'fp32'. CPU is fp32."),
+    scheduler: str = typer.Option(None, "--scheduler", help="Run on an existing dask.distributed cluster at "
+                                  "this address (tcp://host:port); workers need the same paths."),
+    dask_workers: int = typer.Option(None, "--dask-workers", help="Start a dask LocalCluster with N worker "
+                                     "processes (default 0: no dask, in-process)."),
+    strict: bool = typer.Option(None, "--strict/--no-strict", help="Exit with status 1 when any video "
+                                "fails (default: record failures, exit 0)."),
+    questions_only: bool = typer.Option(None, "--questions-only/--no-questions-only", help="Only add "
+                                        "questions to an existing store; decode no video."),
+    keep_unknown: bool = typer.Option(None, "--keep-unknown/--no-keep-unknown", help="Keep questions whose "
+                                      "answer/type is outside the vocabulary (index -1) instead of failing."),
+    split: str = typer.Option(None, "--split", help="Only questions of this split (train/val/test)."),
+    dataset: str = typer.Option(None, "--dataset", help="Answer vocabulary a store gets when no annotations "
+                                "are given: 'music-avqa' (default) or 'avqa'."),
+    config: str = typer.Option(None, "--config", help="TOML/YAML/JSON file with ExtractConfig fields; "
+                               "options given here override it."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Extract VGGish + CLIP features of every video (and its questions) into a sharded feature
+    store. Resumable: re-running skips videos already stored (changed files are re-extracted).
+    Undecodable videos are recorded as failures and the run goes on."""
+    import logging
+
+    from rich.console import Console
+
+    from extract.annotations import AnnotationError
+    from extract.config import load_extract_config
+    from extract.decode import DecodeError
+    from extract.discover import DiscoveryError
+    from extract.pipeline import ExtractError, extract, print_summary
+    from extract.weights import WeightsError
+    from store import StoreError
+    from store.config_io import ConfigError
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    console = Console()
+    overrides = {"videos": videos, "annotations": annotations, "out": out, "T": segments, "fps": fps,
+                 "sampling": sampling, "clip_model": clip_model, "clip_weights": clip_weights,
+                 "vggish_weights": vggish_weights, "vggish_postprocess": vggish_postprocess,
+                 "vggish_pca": vggish_pca, "seed": seed, "image_size": image_size, "text_len": text_len,
+                 "patches": patches, "batch_size": batch_size, "text_batch_size": text_batch_size,
+                 "workers": workers, "shard_size": shard_size, "question_shard_size": question_shard_size,
+                 "device": device, "precision": precision, "scheduler": scheduler,
+                 "dask_workers": dask_workers, "strict": strict, "questions_only": questions_only,
+                 "keep_unknown": keep_unknown, "split": split, "dataset": dataset}
+    try:
+        cfg = load_extract_config(config, overrides)
+        summary = extract(cfg, progress=not quiet, console=console)
+    except (ConfigError, ExtractError, DiscoveryError, WeightsError, AnnotationError, StoreError,
+            DecodeError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2)
+    print_summary(summary, console)
+    if cfg.strict and summary.failures:
+        console.print(f"[red]--strict: {len(summary.failures)} video(s) failed[/red]")
+        raise typer.Exit(1)
+
+
 @app.command("synth")
 def synth_cmd(
     out: str = typer.Option(..., "--out", help="Output folder (new, empty, or an earlier synth output): "

@@ -29,6 +29,9 @@ from extract.synth_render import write_scene
 from extract.synth_scene import DEFAULT_INSTRUMENTS, SceneSpec, make_scene, palette
 
 SPLITS = ("train", "val", "test")
+#: frame widths that decord 0.6.0 misreads (linesize taken for 4 channels; dmlc/decord#336),
+#: found by writing and decoding every even width from 32 to 480
+DECORD_BAD_WIDTHS = (48, 72)
 SCENES_FORMAT = 1
 
 
@@ -100,6 +103,9 @@ class SynthConfig:
                 raise ValueError(f"sizes: {s!r} is not WxH (e.g. 320x180)") from None
             if w < 32 or h < 32:
                 raise ValueError(f"sizes: {s!r} is too small (at least 32x32)")
+            if w + w % 2 in DECORD_BAD_WIDTHS:
+                raise ValueError(f"sizes: {s!r}: decord 0.6.0 decodes frames {w + w % 2} pixels "
+                                 "wide as 4-channel garbage (dmlc/decord#336); pick another width")
             out.append((w, h))
         if not out:
             raise ValueError("sizes: give at least one WxH")
@@ -215,7 +221,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def scenes_document(p: SynthPlan) -> dict:
     """The content of ``scenes.json``."""
-    return {"format": SCENES_FORMAT, "generator": "extract.synth", "config": asdict(p.config),
+    config = {k: v for k, v in asdict(p.config).items() if k != "workers"}  # no effect on output
+    return {"format": SCENES_FORMAT, "generator": "extract.synth", "config": config,
             "palette": p.palette, "split": p.split, "scenes": p.scenes}
 
 

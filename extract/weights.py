@@ -123,6 +123,22 @@ def _no_weights_message(what: str, looked: list[str], flag: str, url: str) -> st
             f"{flag} /path/to/file, or use {flag} random for a test run.")
 
 
+def hf_cache_dir() -> str:
+    """The Hugging Face hub cache, read from the environment now (HF_HUB_CACHE, HF_HOME)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+def clip_cache_dir() -> str:
+    """open_clip's download folder for URL weights (its default, ``~/.cache/clip``)."""
+    return os.path.join(os.path.expanduser("~"), ".cache", "clip")
+
+
 def clip_tag_cache(model_name: str, tag: str) -> tuple[str | None, list[str]]:
     """(cached file or None, the places looked in) for an open_clip pretrained tag."""
     import open_clip
@@ -145,14 +161,15 @@ def clip_tag_cache(model_name: str, tag: str) -> tuple[str | None, list[str]]:
                 names.insert(0, HF_SAFE_WEIGHTS_NAME)
             elif filename.endswith((".bin", ".pth")):
                 names.insert(0, filename[:-4] + ".safetensors")
+            cache_dir = hf_cache_dir()
             for name in names:
-                looked.append(f"huggingface cache: {repo}/{name}")
-                hit = try_to_load_from_cache(repo, name)
+                looked.append(f"huggingface cache {cache_dir}: {repo}/{name}")
+                hit = try_to_load_from_cache(repo, name, cache_dir=cache_dir)
                 if isinstance(hit, str) and os.path.isfile(hit):
                     return hit, looked
     url = cfg.get("url", "")
     if url:
-        local = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url))
+        local = os.path.join(clip_cache_dir(), os.path.basename(url))
         looked.append(local)
         if os.path.isfile(local):
             return local, looked

@@ -16,7 +16,7 @@ _POSITIVE = ("T", "audio_dim", "visual_dim", "text_dim", "text_len")
 def package_version() -> str:
     """Version of the installed package (``0+unknown`` when not installed)."""
     try:
-        from importlib.metadata import PackageNotFoundError, version
+        from importlib.metadata import version
 
         return version("shmamba-avqa")
     except Exception:  # PackageNotFoundError or a broken metadata install

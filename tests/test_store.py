@@ -58,11 +58,12 @@ def expected(raw, sel):
     return raw if sel is None else raw[sel if not isinstance(sel, list) else np.asarray(sel)]
 
 
-@pytest.mark.parametrize("patches,n_options", [(0, 0), (2, 3)])
-def test_round_trip_matches_raw_arrays_and_reference(tmp_path, patches, n_options):
+@pytest.mark.parametrize("patches,n_options,gap_bytes", [(0, 0, 1 << 18), (2, 3, 1 << 18), (2, 3, 0)])
+def test_round_trip_matches_raw_arrays_and_reference(tmp_path, patches, n_options, gap_bytes):
+    """gap_bytes=0 reads every run of adjacent rows as its own slice; the default merges them."""
     attrs = make_attrs(patches=patches, n_options=n_options)
     entry, V, Q = build_store(tmp_path, attrs)
-    with FeatureStore(entry) as fs:
+    with FeatureStore(entry, gap_bytes=gap_bytes) as fs:
         assert fs.n_videos == 84 and fs.n_questions == 40
         assert fs.video_ids.tolist() == V["ids"].tolist()
         assert fs.question_ids.dtype == np.int64 and fs.question_ids.tolist() == Q["ids"].tolist()
@@ -106,6 +107,9 @@ def test_store_level_queries(tmp_path):
         assert len(ident["fingerprint"]) == 64
         assert fs.attrs["answer_vocab"] == make_attrs()["answer_vocab"]
         assert fs.attrs["encoders"]["audio"]["weights"] == "random:0"
+        fs.check_attrs({"T": 4, "visual_dim": 6, "type_names": make_attrs()["type_names"]})
+        with pytest.raises(StoreError, match="store attribute 'visual_dim' is 6 but train config expects 512"):
+            fs.check_attrs({"T": 4, "visual_dim": 512}, where="train config")
         clone = pickle.loads(pickle.dumps(fs))
         assert np.array_equal(clone.videos("audio", [83, 0]), V["audio"][[83, 0]])
         clone.close()

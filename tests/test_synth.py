@@ -19,7 +19,7 @@ from extract.synth_qa import TYPES, answer_vocabulary, scene_answers
 
 SMALL = dict(n_videos=12, seed=7, min_seconds=2.0, max_seconds=5.0, long_fraction=0.05,
              long_min_seconds=61.0, long_max_seconds=62.0, no_audio_fraction=0.15,
-             sizes=["64x48", "48x64", "96x54"], fps=[8.0, 10.0], workers=2)
+             sizes=["64x48", "54x96", "96x54"], fps=[8.0, 10.0], workers=2)
 KEYS = {"video_id", "question_id", "type", "question_content", "templ_values", "anser",
         "question_deleted"}
 TYPE_NAMES = {f"{g}/{k}" for g, k in TYPES}
@@ -62,7 +62,7 @@ def test_picture_and_sound_match_the_scene(small):
     """Each visible instrument's colour is where its slot says; a lone sounding tone has its
     pitch; silence is silent."""
     out, _, doc, _ = small
-    checked_pitch = 0
+    checked_pitch = checked_color = 0
     for s in doc["scenes"]:
         vr = decord.VideoReader(str(out / s["file"]))
         frame = vr[0].asnumpy().astype(int)
@@ -76,6 +76,7 @@ def test_picture_and_sound_match_the_scene(small):
             shift = inst["motion"]["amp"] * side / 3 * math.sin(inst["motion"]["phase"])
             x = int(left + (k + 0.5) * side / 3 + shift)
             assert np.abs(frame[y, x] - inst["color"]).max() < 40, (s["video_id"], inst["name"])
+            checked_color += 1
         if not s["has_audio"]:
             continue
         wav = decord.AudioReader(str(out / s["file"]), sample_rate=16000, mono=True)[:].asnumpy()[0]
@@ -91,7 +92,7 @@ def test_picture_and_sound_match_the_scene(small):
                 spec = np.abs(np.fft.rfft(chunk))
                 assert abs(np.argmax(spec) - on[0]["pitch_hz"]) < 0.03 * on[0]["pitch_hz"] + 2
                 checked_pitch += 1
-    assert checked_pitch > 0
+    assert checked_pitch > 0 and checked_color > 5
 
 
 def test_durations_sizes_rates_vary(small):
@@ -102,7 +103,7 @@ def test_durations_sizes_rates_vary(small):
     assert len(long) == 1 and 61.0 <= long[0] <= 62.0  # round(0.05 * 12) = 1
     assert all(2.0 <= d <= 5.0 for d in durations if d <= 60)
     assert len(set(durations)) > 6
-    assert {(s["width"], s["height"]) for s in scenes} == {(64, 48), (48, 64), (96, 54)}
+    assert {(s["width"], s["height"]) for s in scenes} == {(64, 48), (54, 96), (96, 54)}
     assert {s["fps"] for s in scenes} == {8.0, 10.0}
     assert summary.n_without_audio == sum(not s["has_audio"] for s in scenes) == 2
     assert summary.min_duration == min(durations) and summary.max_duration == max(durations)
@@ -261,7 +262,7 @@ def test_rerun_reuses_and_cli_matches_api(small, tmp_path):
     cli_out = tmp_path / "cli"
     args = ["synth", "--out", str(cli_out), "--videos", "12", "--seed", "7", "--min-seconds", "2",
             "--max-seconds", "5", "--long-fraction", "0.05", "--no-audio-fraction", "0.15",
-            "--size", "64x48", "--size", "48x64", "--size", "96x54", "--fps", "8", "--fps", "10",
+            "--size", "64x48", "--size", "54x96", "--size", "96x54", "--fps", "8", "--fps", "10",
             "--workers", "2"]
     cfg = cli_out.parent / "long.toml"
     cfg.write_text("long_min_seconds = 61.0\nlong_max_seconds = 62.0\n")
@@ -280,6 +281,8 @@ def test_bad_input_is_reported(tmp_path):
         SynthConfig(instruments=["violin", "kazoo"])
     with pytest.raises(ValueError, match="not WxH"):
         SynthConfig(sizes=["320by180"])
+    with pytest.raises(ValueError, match="decord"):
+        SynthConfig(sizes=["72x96"])
     with pytest.raises(ValueError, match="min_seconds"):
         SynthConfig(min_seconds=5, max_seconds=2)
     (tmp_path / "mine.txt").write_text("keep me")

@@ -97,6 +97,8 @@ def evaluate(run_dir: str | Path | None = None, store: str | None = None, split:
     """Evaluate a run's checkpoint on ``split``; write predictions, reports and plots into the
     run directory; return the scorer's report with ``"baseline"`` (majority answer per type from
     ``baseline_split``, if the store has it), ``"files"`` and ``"table"`` added."""
+    import torch
+
     from model import SHMambaConfig, build_model
 
     from .loop import predict, prediction_map
@@ -107,7 +109,7 @@ def evaluate(run_dir: str | Path | None = None, store: str | None = None, split:
     cfg = read_json(run / CONFIG_FILE)
     recorded_store = read_json(run / STORE_FILE) if (run / STORE_FILE).is_file() else {}
     ckpt = find_checkpoint(run, checkpoint)
-    store_path = store or cfg.get("store") or recorded_store.get("path")
+    store_path = store or _recorded_store_path(cfg, recorded_store)
     fs = open_store(str(store_path))
     dims = store_dims(fs)
     check_compatible(ckpt.meta, dims=dims, where=f"checkpoint {ckpt.path}")
@@ -130,8 +132,9 @@ def evaluate(run_dir: str | Path | None = None, store: str | None = None, split:
 
     data = StoreData(fs, [split], dev, with_tokens=bool(mcfg.get("use_tokens", False)))
     info = data.splits[split]
-    preds = predict(model, data, split, batch_size or int(cfg.get("eval_batch_size", 512)),
-                    str(cfg.get("amp", "auto")))
+    with torch.jit.optimized_execution(False):  # the same numerics as validation in training
+        preds = predict(model, data, split, batch_size or int(cfg.get("eval_batch_size", 512)),
+                        str(cfg.get("amp", "auto")))
     pmap = prediction_map(preds, data, split)
 
     # records: every question of the split (those whose video is missing count as missing)
@@ -204,6 +207,15 @@ def evaluate(run_dir: str | Path | None = None, store: str | None = None, split:
     full["files"] = files
     full["table"] = table
     return full
+
+
+def _recorded_store_path(cfg: dict, recorded_store: dict) -> str:
+    """The store a run was trained on: the absolute path in ``store.json`` if it still exists,
+    else the config's (possibly relative) path."""
+    absolute = recorded_store.get("path")
+    if absolute and Path(absolute).exists():
+        return str(absolute)
+    return str(cfg.get("store") or absolute or "")
 
 
 def _confusion_inputs(data: StoreData, info: SplitInfo, pred: np.ndarray):

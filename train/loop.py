@@ -251,6 +251,12 @@ def prepare_config(config_file: str | None = None, overrides: dict | None = None
         return load_train_config(config_file, overrides), None
     run_dir = resolve_run_dir(resume)
     recorded = read_json(run_dir / CONFIG_FILE)
+    if not Path(recorded.get("store", "")).exists() and (run_dir / STORE_FILE).is_file():
+        # a relative store path recorded from another working directory: use the absolute one
+        absolute = read_json(run_dir / STORE_FILE).get("path")
+        if absolute and Path(absolute).exists():
+            overrides = {"store": absolute, **{k: v for k, v in (overrides or {}).items()
+                                               if v is not None}}
     if config_file is not None:
         from store.config_io import read_config_file
 
@@ -261,10 +267,17 @@ def prepare_config(config_file: str | None = None, overrides: dict | None = None
 
 def train(cfg: TrainConfig, resume: str | Path | None = None,
           on_epoch: Callable[[dict], None] | None = None) -> RunResult:
-    """Train (or, with ``resume`` = a run dir / ``runs/latest``, continue) one run."""
+    """Train (or, with ``resume`` = a run dir / ``runs/latest``, continue) one run.
+
+    TorchScript graph optimisation is off while training: geoopt's ``torch.jit.script`` math
+    functions otherwise switch to symbolically differentiated graphs after a few profiling calls,
+    which changes gradients in the last bits — the first epochs of a process (and so a resumed
+    run) would not compute what a long-running process computes.
+    """
     ctx = init_distributed(cfg.device)
     try:
-        return _train(cfg, ctx, resume, on_epoch)
+        with torch.jit.optimized_execution(False):
+            return _train(cfg, ctx, resume, on_epoch)
     finally:
         shutdown(ctx)
 
@@ -275,6 +288,11 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume, on_epoch) -> RunResult:
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     console = _console(ctx.is_main)
+
+    # -- store and model config first: bad input fails before a run directory exists ------------
+    store = open_store(cfg.store)
+    dims = store_dims(store)
+    model_cfg = model_config_for(cfg.variant, cfg.model, dims, cfg.store)
 
     # -- run directory (rank 0 decides; everyone agrees) ----------------------------------------
     run_dir: Path | None = None
@@ -292,8 +310,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume, on_epoch) -> RunResult:
         console.log(msg)
 
     try:
-        return _train_in(cfg, ctx, run_dir, resume is not None, log, logger.info, console,
-                         on_epoch)
+        return _train_in(cfg, ctx, run_dir, resume is not None, store, dims, model_cfg, log,
+                         logger.info, console, on_epoch)
     except BaseException as exc:
         logger.exception(f"training failed: {exc!r}")
         raise
@@ -301,15 +319,14 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume, on_epoch) -> RunResult:
         close_logger(logger)
 
 
-def _train_in(cfg, ctx, run_dir, resuming, log, logger_only, console, on_epoch) -> RunResult:
+def _train_in(cfg, ctx, run_dir, resuming, store, dims, model_cfg, log, logger_only, console,
+              on_epoch) -> RunResult:
     from model import count_parameters
 
     from .evaluate import store_records, store_vocabulary
     from .scoring import score
 
-    # -- store, model ---------------------------------------------------------------------------
-    store = open_store(cfg.store)
-    dims = store_dims(store)
+    # -- store identity, model --------------------------------------------------------------------
     identity = store.identity()
     if resuming:
         recorded_store = read_json(run_dir / STORE_FILE)
@@ -318,7 +335,6 @@ def _train_in(cfg, ctx, run_dir, resuming, log, logger_only, console, on_epoch) 
                            f"{str(identity.get('fingerprint'))[:12]}) is not the store this run "
                            f"was trained on (fingerprint "
                            f"{str(recorded_store.get('fingerprint'))[:12]}, {recorded_store.get('path')})")
-    model_cfg = model_config_for(cfg.variant, cfg.model, dims, cfg.store)
     seed_everything(cfg.seed)
     model = build_run_model(model_cfg).to(ctx.device)
     if ctx.is_main and not resuming:

@@ -123,5 +123,5 @@ def plot_training_curves(metrics: Sequence[Mapping[str, Any]], path: str | Path,
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.03)
     return _save(fig, path)

@@ -1,0 +1,70 @@
+"""DDP: ``torchrun --nproc-per-node 2 cli.py train`` on CPU (gloo) ends with the same weights and
+metrics as one process with the same global batch (to float tolerance)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).parent))
+from storegen import make_store  # noqa: E402
+
+from train import find_checkpoint, load_train_config, read_metrics, train  # noqa: E402
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+# dropout 0 (each rank would draw other masks) and align_weight 0: the alignment loss is a
+# per-rank mean over that rank's videos (InfoNCE over them), which equals the one-process value
+# only approximately; the cross-entropy part is normalised to be exactly the global-batch mean.
+SETTINGS = {"epochs": 3, "batch_size": 16, "lr": 3e-3, "seed": 4, "align_weight": 0.0,
+            "patience": 0, "num_threads": 1, "progress": False,
+            "model": {"d_model": 16, "n_layers": 1, "d_state": 4, "n_heads": 2,
+                      "curvature_hidden": 8, "dropout": 0.0}}
+
+
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed beside python")
+def test_two_gloo_processes_match_one_process(tmp_path):
+    gen = make_store(tmp_path / "feats.h5", n_videos=24, seed=9)
+    out = tmp_path / "runs"
+    single = train(load_train_config(None, {**SETTINGS, "store": str(gen.path), "out": str(out),
+                                            "name": "single"}))
+    sets = []
+    for key, value in SETTINGS.items():
+        if key == "model":
+            sets += [f"model.{k}={json.dumps(v)}" for k, v in value.items()]
+        else:
+            sets.append(f"{key}={json.dumps(value)}")
+    cmd = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", str(ROOT / "cli.py"), "train",
+           "--store", str(gen.path), "--out", str(out), "--name", "ddp", "--device", "cpu",
+           "--no-progress"] + [a for s in sets for a in ("--set", s)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "2 process(es)" in (out / "ddp" / "train.log").read_text()
+
+    a = read_metrics(out / "single")
+    b = read_metrics(out / "ddp")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [4, 8, 12][: len(a)]
+    for ra, rb in zip(a, b):
+        assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-4, abs=1e-6)
+        assert rb["train_acc"] == pytest.approx(ra["train_acc"])
+        assert rb["val_overall"] == ra["val_overall"]
+        assert rb["lr"] == pytest.approx(ra["lr"])
+    wa = load_file(str(find_checkpoint(out / "single", "last").weights_path))
+    wb = load_file(str(find_checkpoint(out / "ddp", "last").weights_path))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        if wa[k].is_floating_point():
+            torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5, msg=k)
+        else:
+            assert torch.equal(wa[k], wb[k]), k
+    assert single.best_epoch == json.loads(
+        (find_checkpoint(out / "ddp", "best").path / "meta.json").read_text())["epoch"]
