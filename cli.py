@@ -329,7 +329,7 @@ def train_cmd(
     store: str = typer.Option(None, "--store", help="Feature store entry file (feats.h5) to train "
                               "from; on --resume, defaults to the run's store."),
     config: str = typer.Option(None, "--config", help="TOML/YAML/JSON file with TrainConfig fields "
-                               "(model overrides under [model]); options given here override it."),
+                               "(model overrides in a 'model' table); options given here override it."),
     variant: str = typer.Option(None, "--variant", help="Model variant: shmamba, euclidean, "
                                 "fixed-curvature, transformer, no-temporal, concat-fusion, "
                                 "per-modality-mamba (default shmamba)."),
@@ -372,7 +372,8 @@ def train_cmd(
         raise typer.Exit(2) from None
     best = "-" if result.best_val is None else f"{result.best_val:.2f}"
     console.print(f"{result.stopped}: {result.epochs_done} epoch(s), {result.step} steps; best "
-                  f"val {best} at epoch {result.best_epoch}; run {result.run_dir}", highlight=False)
+                  f"val {best} at epoch {result.best_epoch}; run {result.run_dir}", highlight=False,
+                  soft_wrap=True)
 
 
 @app.command("eval")
@@ -412,7 +413,7 @@ def eval_cmd(
             console.print(f"[yellow]warning:[/yellow] {w.message}", highlight=False)
     console.print(Markdown(report["table"] or "(no answered questions to score)"))
     for key, path in report["files"].items():
-        console.print(f"{key}: {path}", highlight=False)
+        console.print(f"{key}: {path}", highlight=False, soft_wrap=True)
 
 
 

@@ -32,6 +32,30 @@ def _even_pad(frame: np.ndarray, where: str) -> np.ndarray:
     return np.ascontiguousarray(frame)
 
 
+# BT.601 limited-range ("tv") RGB -> YCbCr, the matrix swscale uses for rgb24 -> yuv420p
+_RGB2YUV = np.array([[65.481, 128.553, 24.966],
+                     [-37.797, -74.203, 112.0],
+                     [112.0, -93.786, -18.214]], dtype=np.float32) / 255.0
+
+
+def rgb_to_yuv420p(frame: np.ndarray) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB (H, W even) -> ``[H * 3 // 2, W]`` uint8 planar Y, U, V (BT.601
+    limited range, chroma = mean of each 2x2 block), the layout ``av.VideoFrame.from_ndarray``
+    takes for 'yuv420p'.  Done here rather than by swscale because swscale's output depended on
+    uninitialised row padding (the same frames gave different bytes run to run)."""
+    h, w = frame.shape[:2]
+    yuv = frame.astype(np.float32) @ _RGB2YUV.T
+    y = yuv[..., 0] + 16.0
+    uv = yuv[..., 1:].reshape(h // 2, 2, w // 2, 2, 2).mean(axis=(1, 3)) + 128.0
+    out = np.empty((h * 3 // 2, w), dtype=np.uint8)
+    flat = out.reshape(-1)
+    q = h * w // 4
+    flat[:h * w] = np.clip(np.rint(y), 0, 255).reshape(-1)
+    flat[h * w:h * w + q] = np.clip(np.rint(uv[..., 0]), 0, 255).reshape(-1)
+    flat[h * w + q:] = np.clip(np.rint(uv[..., 1]), 0, 255).reshape(-1)
+    return out
+
+
 def _fps_fraction(fps: float) -> Fraction:
     if not np.isfinite(fps) or fps <= 0:
         raise ValueError(f"fps must be a positive number, got {fps!r}")
@@ -67,7 +91,8 @@ def write_av(path: str | Path,
     timestamps; otherwise frame ``i`` is shown at ``i / fps``.  ``fps`` is always recorded as
     the stream's nominal rate.  The file is written to a temporary name and renamed into place,
     so a crash never leaves a truncated ``path``.  ``preset`` is the x264 speed preset;
-    ``threads=1`` makes the encoded bytes reproducible (0 = the encoder's choice).
+    ``threads=1`` makes the encoded bytes reproducible (0 = the encoder's choice).  AAC uses
+    FFmpeg's 'fast' coder.
     Returns ``path``.
     """
     path = Path(path)
@@ -107,6 +132,8 @@ def write_av(path: str | Path,
                     if audio is not None:
                         astream = container.add_stream(audio_codec, rate=int(sample_rate))
                         astream.layout = "mono"
+                        if audio_codec == "aac":  # ~2.5x cheaper than the default 'twoloop'
+                            astream.options = {"aac_coder": "fast"}
                     first_shape = frame.shape
                 elif frame.shape != first_shape:
                     raise ValueError(f"{path}: frame {i} has shape {frame.shape}, frame 0 had "
@@ -117,7 +144,7 @@ def write_av(path: str | Path,
                     t = float(times[i])
                 else:
                     t = float(i / rate)
-                vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                vf = av.VideoFrame.from_ndarray(rgb_to_yuv420p(frame), format="yuv420p")
                 if times is not None:
                     vf.pts = int(round(t / _VFR_TIME_BASE))
                     vf.time_base = _VFR_TIME_BASE

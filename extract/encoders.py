@@ -313,6 +313,8 @@ def get_encoders(cfg: Any, audio: bool = True) -> Encoders:
     key = encoder_key(cfg, audio)
     with _CACHE_LOCK:
         enc = _CACHE.get(key)
+        if enc is None and not audio:   # text only: reuse a full set already loaded
+            enc = _CACHE.get(encoder_key(cfg, True))
         if enc is None:
             enc = build_encoders(cfg, audio)
             _CACHE[key] = enc

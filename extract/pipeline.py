@@ -45,7 +45,9 @@ import numpy as np
 from store.config_io import to_dict
 
 from .config import ExtractConfig
-from .decode import DecodedVideo, DecodeError, DecodeSpec, decode_video
+from store.schema import AUDIO_DIM
+
+from .decode import DecodedVideo, DecodeError, DecodeSpec, decode_video, pad_to
 from .discover import DiscoveryError, VideoFile, discover_videos
 from .encoders import Encoders, get_encoders
 
@@ -125,7 +127,7 @@ def options_count(records: Sequence[Any]) -> int:
 def store_attrs(cfg: ExtractConfig, enc: Encoders, vocab: Any, n_options: int) -> dict:
     """The store attributes (``store.schema.STORE_ATTRS``) of this run."""
     from store.attrs import package_version
-    from store.schema import AUDIO_DIM, SCHEMA_VERSION
+    from store.schema import SCHEMA_VERSION
 
     resolved = to_dict(cfg)
     resolved["image_size"] = enc.clip.image_size
@@ -159,11 +161,12 @@ def random_weight_names(identities: dict) -> list[str]:
 def encode_videos(decoded: Sequence[tuple[VideoFile, DecodedVideo]], enc: Encoders,
                   cfg: ExtractConfig) -> list[EncodedVideo]:
     """Encode several decoded videos with batches of up to ``cfg.batch_size`` frames that span
-    video boundaries (the fast path; :func:`extract_video_reference` is the per-video one)."""
+    video boundaries (the fast path; :func:`extract_video_reference` is the per-video one).
+    Only real segments are encoded; padding repeats the last real segment's embeddings."""
     if not decoded:
         return []
-    frames = np.concatenate([d.frames for _, d in decoded])
-    sizes = [len(d.frames) for _, d in decoded]
+    real = [d.n_segments for _, d in decoded]
+    frames = np.concatenate([d.frames[:n] for (_, d), n in zip(decoded, real)])
     bs = int(cfg.batch_size)
     vis, pat = [], []
     for lo in range(0, len(frames), bs):
@@ -172,32 +175,34 @@ def encode_videos(decoded: Sequence[tuple[VideoFile, DecodedVideo]], enc: Encode
         pat.append(p)
     visual = np.concatenate(vis)
     patches = np.concatenate(pat) if cfg.patches else None
-    with_audio = [d.audio for _, d in decoded if d.audio_present]
-    audio_rows = np.zeros((0, 128), np.float32)
+    with_audio = [d.audio[:n] for (_, d), n in zip(decoded, real) if d.audio_present]
+    audio_rows = np.zeros((0, AUDIO_DIM), np.float32)
     if with_audio:
         mel = np.concatenate(with_audio)
         audio_rows = np.concatenate([enc.vggish.encode(mel[lo:lo + bs])
                                      for lo in range(0, len(mel), bs)])
     out, at, aa = [], 0, 0
-    for (vf, d), n in zip(decoded, sizes):
+    for (vf, d), n in zip(decoded, real):
         if d.audio_present:
             audio = audio_rows[aa:aa + n]
             aa += n
         else:
-            audio = np.zeros((n, audio_rows.shape[1] if len(audio_rows) else 128), np.float32)
-        out.append(EncodedVideo(vf, audio, visual[at:at + n],
-                                None if patches is None else patches[at:at + n],
+            audio = np.zeros((n, AUDIO_DIM), np.float32)
+        out.append(EncodedVideo(vf, pad_to(audio, cfg.T), pad_to(visual[at:at + n], cfg.T),
+                                None if patches is None else pad_to(patches[at:at + n], cfg.T),
                                 d.audio_present, d.n_segments, d.duration))
         at += n
     return out
 
 
 def extract_video_reference(video: VideoFile, cfg: ExtractConfig, enc: Encoders) -> EncodedVideo:
-    """The slow reference: decode one video and encode it alone (no cross-video batches)."""
+    """The slow reference: decode one video and encode all T segments of it alone (no
+    cross-video batches, padding encoded rather than copied)."""
     spec = DecodeSpec.from_config(cfg, enc.clip.image_size)
     d = decode_video(video.path, spec)
     visual, patches = enc.clip.encode_images(d.frames, patches=cfg.patches)
-    audio = enc.vggish.encode(d.audio) if d.audio_present else np.zeros((cfg.T, 128), np.float32)
+    audio = enc.vggish.encode(d.audio) if d.audio_present else \
+        np.zeros((cfg.T, AUDIO_DIM), np.float32)
     return EncodedVideo(video, audio, visual, patches, d.audio_present, d.n_segments, d.duration)
 
 

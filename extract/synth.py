@@ -184,14 +184,13 @@ def plan(config: SynthConfig) -> SynthPlan:
     long_ids = _pick(n, config.long_fraction, layout_rng)
     mute_ids = _pick(n, config.no_audio_fraction, layout_rng)
     pal = palette(config.instruments)
-    names = [p["name"] for p in pal]
     spec = config.scene_spec()
     scenes = []
     for i, child in enumerate(s_scene.spawn(n)):
         scene = make_scene(np.random.default_rng(child), f"synth_{i:05d}", spec, pal,
                            long=i in long_ids, has_audio=i not in mute_ids)
         scenes.append(scene)
-    candidates = [scene_answers(s, names) for s in scenes]
+    candidates = [scene_answers(s) for s in scenes]
     chosen = select_questions(candidates, config.questions_per_video,
                               int(np.random.default_rng(s_qa).integers(2**31)))
     sizes = _split_sizes(n, config.split_fractions)

@@ -101,7 +101,8 @@ def scene_answers(scene: dict, instruments: list[str] | None = None) -> list[dic
     """Every question the templates ask about ``scene``, answered from the scene alone.
 
     ``instruments`` is the dataset's instrument set (names that may be asked about although
-    absent from the scene); default: ``scene['palette']`` if present, else the scene's own.
+    absent from the scene); default: ``scene['palette']`` (written by the generator), else the
+    scene's own instruments.
     Each item: ``{"type": [group, kind], "template", "templ_values", "question", "answer"}``.
     """
     names_all = list(instruments or scene.get("palette") or

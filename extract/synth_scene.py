@@ -178,6 +178,7 @@ def make_scene(rng: np.random.Generator, video_id: str, spec: SceneSpec, pal: li
         "has_audio": bool(has_audio),
         "background": [gray, gray, gray],
         "noise_seed": int(rng.integers(0, 2**31 - 1)),
+        "palette": [q["name"] for q in pal],  # the names questions may ask about
         "instruments": instruments,
     }
 

@@ -31,7 +31,9 @@ class AttentionPool(nn.Module):
         super().__init__()
         self.n_heads = n_heads
         self.q_proj = nn.Linear(d_model, d_model)
-        self.k_proj = nn.Linear(d_model, d_model)
+        # no key bias: it adds q.b_k to every score of a query, which the softmax cancels (a
+        # parameter with zero gradient)
+        self.k_proj = nn.Linear(d_model, d_model, bias=False)
         self.v_proj = nn.Linear(d_model, d_model)
         self.out_proj = nn.Linear(d_model, d_model)
 

@@ -3,9 +3,9 @@
 Read top to bottom:
 
 1. ``CurvatureHead``: c = k0 * sigmoid(MLP([mean_t a ; mean_t v])) per video, in (0, k0)
-   (``adaptive``; the sigmoid is squeezed into [1e-5, 1 - 1e-5] so that c never reaches 0 or k0,
-   even where float32's sigmoid saturates), or the constant c = k0 (``fixed``).  The Poincare ball of curvature -c has
-   radius 1/sqrt(c).
+   (``adaptive``; the sigmoid is squeezed into [1e-5, 1 - 1e-5] so that c never reaches 0 or
+   k0, even where float32's sigmoid saturates), or the constant c = k0 (``fixed``).  The
+   Poincare ball of curvature -c has radius 1/sqrt(c).
 2. ``clip_tangent``: feature vectors are clipped to norm <= ``clip_radius`` before they are
    mapped into the ball (Guo et al. 2022, "Clipped hyperbolic classifiers"): without the clip,
    large features land on the boundary, where distances and gradients blow up.
@@ -13,14 +13,17 @@ Read top to bottom:
    projection strictly inside the ball) and ``logmap0``, with the per-video curvature broadcast
    as k = -c of shape [V, 1, ...].  Always float32, autocast disabled.
 4. ``alignment_loss``: symmetric InfoNCE on negative distances between the time-pooled audio and
-   visual points of the videos in the batch (below: why this form).
+   visual points of the videos in the batch (below: why this form).  ``pairwise_distance`` is a
+   closed form in O(V^2) memory; ``pairwise_distance_reference`` is the same with geoopt's
+   expmap0 / project / dist broadcast over [V, V, d]; tests check they agree.
 5. ``Alignment``: the module the model uses.  It returns the per-time-step features that go on
    to the temporal blocks, the loss and the curvature.
 
 What the temporal blocks receive.  The audio and visual sequences are mapped into the ball and
 brought back to the tangent space at the origin with ``logmap0`` (the Mamba blocks are Euclidean
-layers).  logmap0 inverts expmap0, so these features equal the clipped encoder outputs (up to the
-boundary projection, which only acts on points within 4e-3 of the boundary); the hyperbolic
+layers).  logmap0 inverts expmap0, so these features equal the clipped encoder outputs (to
+float32 rounding: SHMambaConfig keeps sqrt(k0) * clip_radius <= 3, so |x| <= tanh(3)/sqrt(c) and
+the boundary projection at (1 - 4e-3)/sqrt(c) never acts); the hyperbolic
 geometry shapes the model through the alignment loss, whose gradients train the encoders (and the
 curvature MLP), and through the clipping.  The ``euclidean`` variant keeps the clip and the
 features identical and replaces only the distance in the loss, so that ablation isolates the
@@ -77,30 +80,56 @@ def to_tangent(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return pmath.logmap0(x.float(), k=_k(c.float(), x.dim()))
 
 
-def _pairwise_hyperbolic(anchor: torch.Tensor, other: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """d_{c_i}(anchor_i, other_j) for tangent vectors anchor, other [V, d] -> [V, V].
-
-    Row i maps both anchor_i and every other_j with the anchor's curvature c_i.
-    """
-    k = -c.float()[:, None, None]                                   # [V, 1, 1]
-    xa = pmath.project(pmath.expmap0(anchor.float()[:, None, :], k=k), k=k)   # [V, 1, d]
-    xo = pmath.project(pmath.expmap0(other.float()[None, :, :], k=k), k=k)    # [V, V, d]
-    # keepdim: the distance stays [V, V, 1] so that k [V, 1, 1] broadcasts per row, not to [V, V, V]
-    return pmath.dist(xa, xo, k=k, keepdim=True).squeeze(-1)        # [V, V]
-
-
-def _pairwise_euclidean(anchor: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    """2 * ||anchor_i - other_j|| -> [V, V] (the c -> 0 limit of the hyperbolic distance)."""
-    sq = (anchor.float()[:, None, :] - other.float()[None, :, :]).pow(2).sum(-1)
-    return 2.0 * sq.clamp_min(1e-12).sqrt()  # clamp: finite gradient at distance 0
+BALL_EPS = 4e-3  # geoopt's float32 projection margin: points stay within (1 - eps) / sqrt(c)
 
 
 def pairwise_distance(anchor: torch.Tensor, other: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
-    """Distances [V, V] between tangent vectors anchor_i and other_j: hyperbolic in the ball of
-    curvature -c_i, or Euclidean when ``c`` is None."""
+    """Distances [V, V] between tangent vectors anchor_i and other_j [V, d]: hyperbolic in the
+    ball of curvature -c_i (row i uses the anchor's curvature), or 2 * Euclidean when c is None.
+
+    Fast path, O(V^2 + V^2 d) in one matrix product instead of [V, V, d] intermediates (25 GiB
+    at V = 1254 with the broadcast geoopt form).  expmap0 only rescales a vector:
+    x = tanh(sqrt(c)|u|) / (sqrt(c)|u|) * u, so every Mobius-addition term of
+    d_c(x, y) = 2/sqrt(c) * artanh(sqrt(c) * |(-x) (+)_c y|) follows from the radii |x|, |y| and
+    the cosines <u_a, u_o> / (|u_a| |u_o|).  Computed in float64 (cheap at [V, V]; no cancellation
+    or TF32 matmul error for nearby points), returned as float32.
+    ``pairwise_distance_reference`` is the same with geoopt, broadcast; tests check they agree.
+    """
+    a, o = anchor.double(), other.double()
+    na, no = a.norm(dim=-1).clamp_min(1e-15), o.norm(dim=-1).clamp_min(1e-15)
+    dot = a @ o.T                                                   # [V, V]
     if c is None:
-        return _pairwise_euclidean(anchor, other)
-    return _pairwise_hyperbolic(anchor, other, c)
+        sq = (na[:, None] ** 2 + no[None, :] ** 2 - 2.0 * dot).clamp_min(1e-12)
+        return (2.0 * sq.sqrt()).float()
+    c = c.double()[:, None]                                         # [V, 1]: row curvature
+    sc = c.sqrt()
+    rmax = (1.0 - BALL_EPS) / sc
+    rx = torch.minimum(torch.tanh(sc * na[:, None]) / sc, rmax)     # |x_i|      [V, 1]
+    ry = torch.minimum(torch.tanh(sc * no[None, :]) / sc, rmax)     # |y_j| in c_i [V, V]
+    xy = rx * ry * dot / (na[:, None] * no[None, :])                # <x_i, y_j>
+    x2, y2 = rx * rx, ry * ry
+    # (-x) (+) y with k = -c: num = A * (-x) + B * y, den = 1 - 2c<x,y> + c^2 |x|^2 |y|^2
+    A = 1.0 - 2.0 * c * xy + c * y2
+    B = 1.0 - c * x2
+    num2 = (A * A * x2 - 2.0 * A * B * xy + B * B * y2).clamp_min(1e-24)
+    den = 1.0 - 2.0 * c * xy + c * c * x2 * y2
+    z = (sc * num2.sqrt() / den).clamp(max=1.0 - 1e-12)
+    return (2.0 / sc * torch.atanh(z)).float()
+
+
+def pairwise_distance_reference(anchor: torch.Tensor, other: torch.Tensor, c: torch.Tensor | None,
+                                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Slow reference of ``pairwise_distance``: geoopt expmap0 / project / dist, broadcast over
+    [V, V, d], in ``dtype`` (float64 for a ground truth near the boundary, where float32 loses
+    ~1e-3 relative)."""
+    a, o = anchor.to(dtype), other.to(dtype)
+    if c is None:
+        return 2.0 * (a[:, None, :] - o[None, :, :]).pow(2).sum(-1).clamp_min(1e-12).sqrt()
+    k = -c.to(dtype)[:, None, None]                                 # [V, 1, 1]
+    xa = pmath.project(pmath.expmap0(a[:, None, :], k=k), k=k, eps=BALL_EPS)   # [V, 1, d]
+    xo = pmath.project(pmath.expmap0(o[None, :, :], k=k), k=k, eps=BALL_EPS)   # [V, V, d]
+    # keepdim: the distance stays [V, V, 1] so that k [V, 1, 1] broadcasts per row, not to [V, V, V]
+    return pmath.dist(xa, xo, k=k, keepdim=True).squeeze(-1)        # [V, V]
 
 
 def alignment_loss(audio: torch.Tensor, visual: torch.Tensor, c: torch.Tensor | None,

@@ -103,6 +103,8 @@ class SHMamba(nn.Module):
         question [B,Dt]; tokens [B,L,Dt] + token_mask [B,L] bool (used when cfg.use_tokens);
         video_index [B] long: the video of each question (None: V == B, question b <-> video b);
         options [B,K,Dt] with K == cfg.n_options (multiple choice).
+        The V videos should be distinct: the alignment loss treats the other videos of the batch
+        as negatives (pass each video once and point questions at it with video_index).
         """
         self._check_inputs(audio, visual, question, tokens, token_mask, video_index, options)
         dtype = self.audio_enc.weight.dtype
@@ -245,9 +247,8 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     """Learnable parameters per top-level component (children without any are left out) + total."""
     counts = {}
     for name, child in model.named_children():
-        n = sum(p.numel() for p in child.parameters() if p.requires_grad)
-        if n or any(True for _ in child.parameters()):
-            counts[name] = n
+        if any(True for _ in child.parameters()):
+            counts[name] = sum(p.numel() for p in child.parameters() if p.requires_grad)
     counts["total"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return counts
 
@@ -259,6 +260,9 @@ def build_model(name_or_config: str | SHMambaConfig = DEFAULT_VARIANT, seed: int
     ``seed``: initialise the weights from this seed without touching the global RNG state.
     """
     if isinstance(name_or_config, SHMambaConfig):
+        known = set(name_or_config.to_dict())
+        if set(overrides) - known:
+            raise ValueError(f"build_model: unknown SHMambaConfig field(s) {sorted(set(overrides) - known)}")
         cfg = SHMambaConfig(**{**name_or_config.to_dict(), **overrides}) if overrides else name_or_config
     else:
         cfg = variant_config(name_or_config, **overrides)

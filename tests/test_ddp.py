@@ -24,6 +24,11 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 # dropout 0 (each rank would draw other masks) and align_weight 0: the alignment loss is a
 # per-rank mean over that rank's videos (InfoNCE over them), which equals the one-process value
 # only approximately; the cross-entropy part is normalised to be exactly the global-batch mean.
+# Parameters whose true gradient is zero here get only round-off gradients, which Adam scales up
+# to full-size steps of random sign: the curvature head (align_weight 0 and expmap0/logmap0 round
+# trips) and attention key biases (softmax is invariant to them).  They are compared loosely.
+NOISE_ONLY = ("align.curvature", "k_proj.bias")
+
 SETTINGS = {"epochs": 3, "batch_size": 16, "lr": 3e-3, "seed": 4, "align_weight": 0.0,
             "patience": 0, "num_threads": 1, "progress": False,
             "model": {"d_model": 16, "n_layers": 1, "d_state": 4, "n_heads": 2,
@@ -62,9 +67,11 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     wb = load_file(str(find_checkpoint(out / "ddp", "last").weights_path))
     assert wa.keys() == wb.keys()
     for k in wa:
-        if wa[k].is_floating_point():
-            torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5, msg=k)
-        else:
+        if not wa[k].is_floating_point():
             assert torch.equal(wa[k], wb[k]), k
+        elif any(n in k for n in NOISE_ONLY):
+            torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=2e-3, msg=k)
+        else:
+            torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5, msg=k)
     assert single.best_epoch == json.loads(
         (find_checkpoint(out / "ddp", "best").path / "meta.json").read_text())["epoch"]

@@ -6,7 +6,7 @@ import torch
 from geoopt.manifolds.stereographic import math as pmath
 
 from model.hyperbolic import (Alignment, CurvatureHead, alignment_loss, clip_tangent,
-                              pairwise_distance, to_ball, to_tangent)
+                              pairwise_distance, pairwise_distance_reference, to_ball, to_tangent)
 
 torch.set_num_threads(1)
 
@@ -41,23 +41,60 @@ def test_per_video_curvature_matches_one_video_at_a_time():
         torch.testing.assert_close(fast[i], ref)
 
 
-def test_pairwise_distance_matches_pair_by_pair_reference():
+def test_pairwise_distance_reference_matches_pair_by_pair_geoopt():
+    """The broadcast geoopt reference against one geoopt call per pair (scalar curvature)."""
     g = _gen(2)
     a = clip_tangent(torch.randn(5, 8, generator=g), 2.0)
     v = clip_tangent(torch.randn(5, 8, generator=g), 2.0)
     c = torch.tensor([0.05, 0.3, 0.6, 0.9, 0.99])
-    fast = pairwise_distance(a, v, c)
-    assert fast.shape == (5, 5)
-    ref = torch.empty(5, 5)
+    ref = pairwise_distance_reference(a, v, c)
+    assert ref.shape == (5, 5)
+    loop = torch.empty(5, 5)
     for i in range(5):
         k = torch.tensor(-float(c[i]))  # row i: the anchor video's curvature
         for j in range(5):
-            ref[i, j] = pmath.dist(pmath.expmap0(a[i], k=k), pmath.expmap0(v[j], k=k), k=k)
-    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-5)
+            loop[i, j] = pmath.dist(pmath.expmap0(a[i], k=k), pmath.expmap0(v[j], k=k), k=k)
+    torch.testing.assert_close(ref, loop, rtol=1e-4, atol=1e-5)
     # Euclidean: 2 * ||a_i - v_j||, the c -> 0 limit of the hyperbolic distance
-    torch.testing.assert_close(pairwise_distance(a, v, None), 2 * torch.cdist(a, v), rtol=1e-5, atol=1e-5)
-    near_flat = pairwise_distance(a, v, torch.full((5,), 1e-6))
+    torch.testing.assert_close(pairwise_distance_reference(a, v, None), 2 * torch.cdist(a, v),
+                               rtol=1e-5, atol=1e-5)
+    near_flat = pairwise_distance_reference(a, v, torch.full((5,), 1e-6))
     torch.testing.assert_close(near_flat, 2 * torch.cdist(a, v), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("case", ["random", "near-identical", "boundary", "tiny", "euclidean"])
+def test_pairwise_distance_fast_path_matches_geoopt_reference(case):
+    """Closed form from radii and cosines (fast) against geoopt broadcast (reference): values
+    and gradients."""
+    g = _gen(4)
+    V, d = 6, 12
+    a = clip_tangent(torch.randn(V, d, generator=g), 2.0)
+    v = clip_tangent(torch.randn(V, d, generator=g), 2.0)
+    c = torch.linspace(0.05, 1.0, V)
+    if case == "near-identical":
+        v = a + 1e-3 * torch.randn(V, d, generator=g)
+    elif case == "boundary":  # sqrt(c)|u| = 5: both sides project onto (1 - 4e-3) / sqrt(c)
+        a, v, c = 5.0 * a / a.norm(dim=-1, keepdim=True), 5.0 * v / v.norm(dim=-1, keepdim=True), torch.ones(V)
+    elif case == "tiny":
+        a, v = 1e-4 * a, 1e-4 * v
+    elif case == "euclidean":
+        c = None
+    results = []
+    for fn in (pairwise_distance, lambda *args: pairwise_distance_reference(*args, dtype=torch.float64)):
+        a_, v_ = a.clone().requires_grad_(), v.clone().requires_grad_()
+        c_ = None if c is None else c.clone().requires_grad_()
+        dist = fn(a_, v_, c_)
+        assert dist.shape == (V, V)
+        (dist * torch.linspace(0.5, 1.5, V * V).view(V, V)).sum().backward()
+        results.append((dist.detach().float(), a_.grad, v_.grad, None if c is None else c_.grad))
+    (fast, *gf), (ref, *gr) = results
+    assert fast.dtype == torch.float32
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)
+    for x, y in zip(gf, gr):
+        if x is not None:
+            torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
+    # the float32 reference (what geoopt gives in float32) is close too
+    torch.testing.assert_close(pairwise_distance_reference(a, v, c), ref, rtol=1e-3, atol=1e-4)
 
 
 def test_curvature_stays_inside_zero_k0_even_when_saturated():

@@ -77,3 +77,32 @@ def test_resume_refuses_a_changed_config_and_finished_runs_do_nothing(tmp_path):
     rows = read_metrics(out / "r")
     again = train(cfg, resume=str(out / "r"))          # already finished: no new epochs
     assert again.epochs_done == 2 and read_metrics(out / "r") == rows
+
+
+def test_resume_in_new_processes_through_the_cli(tmp_path):
+    """Interrupted and resumed in two separate ``cli.py train`` processes (fresh RNG, fresh
+    TorchScript state) == one uninterrupted in-process run."""
+    import json
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    gen = make_store(tmp_path / "feats.h5", n_videos=16, seed=8)
+    out = tmp_path / "runs"
+    train(cfg_for(gen.path, out, "full", epochs=3))
+    sets = ["epochs=3", "batch_size=16", "lr=0.003", "num_threads=1", "align_weight=0.1",
+            "seed=11", "patience=0"] + [f"model.{k}={json.dumps(v)}" for k, v in TINY.items()]
+    base = [sys.executable, str(root / "cli.py"), "train", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    first = base + ["--store", str(gen.path), "--out", str(out), "--name", "part"] \
+        + [a for s in sets + ["stop_after=1"] for a in ("--set", s)]
+    p = subprocess.run(first, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert len(read_metrics(out / "part")) == 1
+    p = subprocess.run(base + ["--resume", str(out / "part")], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert stable(read_metrics(out / "part")) == stable(read_metrics(out / "full"))
+    a, b = weights(out / "full"), weights(out / "part")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

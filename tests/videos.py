@@ -67,3 +67,41 @@ def write_music_annotations(path: str | Path, questions: list[tuple[int, str, st
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(recs), encoding="utf-8")
     return path
+
+
+def store_by_id(entry: str | Path) -> tuple[dict, dict]:
+    """A store's content keyed by id, independent of shard layout: ({video_id: {field: value}},
+    {question_id: {field: value}}).  Source paths/mtimes are left out (they name the inputs)."""
+    from store import FeatureStore
+
+    vids, qs = {}, {}
+    with FeatureStore(entry) as fs:
+        vfields = ["audio", "audio_present", "visual", "n_segments", "duration", "source_size"]
+        if fs.has_field("videos", "visual_patches"):
+            vfields.append("visual_patches")
+        cols = {f: fs.videos(f) for f in vfields}
+        for i, v in enumerate(fs.video_ids.tolist()):
+            vids[v] = {f: cols[f][i] for f in vfields}
+        qfields = ["video_id", "split", "type", "answer", "answer_text", "text", "sentence",
+                   "tokens", "token_mask"]
+        qcols = {f: fs.questions(f) for f in qfields}
+        for i, q in enumerate(fs.question_ids.tolist()):
+            qs[q] = {f: qcols[f][i] for f in qfields}
+    return vids, qs
+
+
+def assert_same_store(a: str | Path, b: str | Path, atol: float = 0.0) -> None:
+    """Two stores hold the same videos and questions with equal arrays (to ``atol``)."""
+    va, qa = store_by_id(a)
+    vb, qb = store_by_id(b)
+    assert sorted(va) == sorted(vb), (sorted(va), sorted(vb))
+    assert sorted(qa) == sorted(qb), (sorted(qa), sorted(qb))
+    for rows_a, rows_b in ((va, vb), (qa, qb)):
+        for key in rows_a:
+            for f, x in rows_a[key].items():
+                y = rows_b[key][f]
+                if isinstance(x, np.ndarray) and x.dtype.kind == "f":
+                    np.testing.assert_allclose(x.astype(np.float32), y.astype(np.float32),
+                                               atol=atol, rtol=0, err_msg=f"{key} {f}")
+                else:
+                    assert np.array_equal(np.asarray(x), np.asarray(y)), (key, f, x, y)

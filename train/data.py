@@ -227,43 +227,49 @@ class StoreData:
         return len(self.v_rows)
 
     # -- batches -------------------------------------------------------------------------------
+    #
+    # A batch's bookkeeping (its distinct videos and each question's position among them) is
+    # computed on the host from small index arrays, so nothing here waits for the device: on
+    # CUDA, index tensors go over with non-blocking copies and the gathers are queued behind the
+    # previous step's kernels.
 
-    def _host_part(self, split: str, index: np.ndarray) -> dict:
-        """Read from HDF5 whatever of this batch is not resident (called off the main thread
-        when streaming).  Rows are read in increasing order, one read per shard and field."""
+    def _plan(self, split: str, index: np.ndarray) -> dict[str, np.ndarray]:
+        """Host-side bookkeeping of one batch: positions, distinct videos, video_index."""
+        vloc = self.splits[split].video_local[index]
+        uniq, inv = np.unique(vloc, return_inverse=True)
+        return {"index": index.astype(np.int64), "videos": uniq.astype(np.int64),
+                "video_index": inv.reshape(-1).astype(np.int64)}
+
+    def _host_part(self, split: str, plan: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        """Read from HDF5 whatever of this batch is not resident (off the main thread when
+        streaming); the store reader reads each shard once per field."""
         info = self.splits[split]
         out: dict[str, torch.Tensor] = {}
         if not self.questions_resident[split]:
-            rows = info.q_rows[index]
-            uniq, inv = np.unique(rows, return_inverse=True)
+            rows = info.q_rows[plan["index"]]
             for f in self.question_fields:
-                out[f] = torch.from_numpy(np.ascontiguousarray(
-                    self.store.questions(f, rows=uniq)[inv]))
+                out[f] = torch.from_numpy(np.ascontiguousarray(self.store.questions(f, rows=rows)))
         if not self.videos_resident:
-            vloc = np.unique(info.video_local[index])
             for f in self.VIDEO_FIELDS:
                 out["v_" + f] = torch.from_numpy(np.ascontiguousarray(
-                    self.store.videos(f, rows=self.v_rows[vloc])))
-        if self.device.type == "cuda":
-            out = {k: v.pin_memory() for k, v in out.items()}
+                    self.store.videos(f, rows=self.v_rows[plan["videos"]])))
         return out
 
-    def _assemble(self, split: str, index: torch.Tensor, host: dict) -> Batch:
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
+
+    def _assemble(self, split: str, plan: dict[str, torch.Tensor], host: dict) -> Batch:
         """Gather the resident parts on the device and add the streamed ones."""
         q = self._q[split]
-        index = index.to(self.device)
-        vloc = q["video_local"][index]
-        uniq, video_index = torch.unique(vloc, sorted=True, return_inverse=True)
+        index, uniq, video_index = plan["index"], plan["videos"], plan["video_index"]
 
         def qfield(f):
-            if f in host:
-                return host[f].to(self.device, non_blocking=True)
-            return q[f][index]
+            return self._to_device(host[f]) if f in host else q[f][index]
 
         def vfield(f):
-            if "v_" + f in host:
-                return host["v_" + f].to(self.device, non_blocking=True)
-            return self._video[f][uniq]
+            return self._to_device(host["v_" + f]) if "v_" + f in host else self._video[f][uniq]
 
         def as_float(t):
             return None if t is None else t.float()
@@ -277,41 +283,56 @@ class StoreData:
             options=as_float(qfield("options")) if self.with_options else None,
             answer=q["answer"][index], qtype=q["qtype"][index], index=index)
 
+    def _plans_on_device(self, plans: list[dict[str, np.ndarray]]) -> list[dict[str, torch.Tensor]]:
+        """All plans' index arrays in one host->device copy per key; views per batch."""
+        out: list[dict[str, torch.Tensor]] = [{} for _ in plans]
+        for key in ("index", "videos", "video_index"):
+            sizes = [len(p[key]) for p in plans]
+            flat = self._to_device(torch.from_numpy(
+                np.concatenate([p[key] for p in plans]) if plans else np.zeros(0, np.int64)))
+            for o, part in zip(out, torch.split(flat, sizes)):
+                o[key] = part
+        return out
+
     def batch(self, split: str, index: torch.Tensor | np.ndarray) -> Batch:
         """The batch of questions at positions ``index`` of ``split`` (synchronous)."""
-        index_t = torch.as_tensor(np.asarray(index) if not torch.is_tensor(index) else index,
-                                  dtype=torch.long)
-        host = self._host_part(split, index_t.cpu().numpy())
-        return self._assemble(split, index_t, host)
+        idx = (index.cpu().numpy() if torch.is_tensor(index) else np.asarray(index)).astype(np.int64)
+        plan = self._plan(split, idx)
+        host = self._host_part(split, plan)
+        return self._assemble(split, self._plans_on_device([plan])[0], host)
 
-    def batches(self, split: str, indices: Iterable[torch.Tensor]) -> Iterator[Batch]:
-        """Batches for each index tensor, in order.  Fully resident: gathers only.  Otherwise a
-        background thread reads the streamed parts ``prefetch`` batches ahead."""
-        indices = [torch.as_tensor(i, dtype=torch.long) for i in indices]
+    def batches(self, split: str, indices: Iterable[torch.Tensor | np.ndarray]) -> Iterator[Batch]:
+        """Batches for each index array, in order.  Fully resident: device gathers only.
+        Otherwise a background thread reads the streamed parts ``prefetch`` batches ahead."""
+        plans = [self._plan(split, (i.cpu().numpy() if torch.is_tensor(i) else np.asarray(i))
+                            .astype(np.int64)) for i in indices]
+        dev_plans = self._plans_on_device(plans)
         streamed = not (self.videos_resident and self.questions_resident[split])
         if not streamed:
-            for idx in indices:
-                yield self._assemble(split, idx, {})
+            for dp in dev_plans:
+                yield self._assemble(split, dp, {})
             return
         q: queue.Queue = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()
 
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
         def reader():
             try:
-                for idx in indices:
-                    if stop.is_set():
+                for i, plan in enumerate(plans):
+                    if stop.is_set() or not put((i, self._host_part(split, plan))):
                         return
-                    item = (idx, self._host_part(split, idx.numpy()))
-                    while not stop.is_set():
-                        try:
-                            q.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
             except BaseException as exc:  # surfaced in the consumer
-                q.put(exc)
+                put(exc)
                 return
-            q.put(None)
+            put(None)
 
         thread = threading.Thread(target=reader, name="store-prefetch", daemon=True)
         thread.start()
@@ -322,8 +343,8 @@ class StoreData:
                     break
                 if isinstance(item, BaseException):
                     raise item
-                idx, host = item
-                yield self._assemble(split, idx, host)
+                i, host = item
+                yield self._assemble(split, dev_plans[i], host)
         finally:
             stop.set()
             thread.join(timeout=30)

@@ -115,8 +115,9 @@ def make_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.opti
         (manifold if isinstance(p, geoopt.ManifoldParameter) else euclid).append((name, p))
     opts: list[torch.optim.Optimizer] = []
     if euclid:
+        fused = all(p.is_cuda for _, p in euclid)  # one kernel per step on CUDA
         opts.append(torch.optim.AdamW(param_groups(euclid, cfg.weight_decay), lr=cfg.lr,
-                                      betas=(0.9, 0.999), eps=1e-8))
+                                      betas=(0.9, 0.999), eps=1e-8, fused=fused or None))
     if manifold:
         opts.append(geoopt.optim.RiemannianAdam([p for _, p in manifold], lr=cfg.lr,
                                                 stabilize=10))
@@ -426,8 +427,9 @@ def _train_in(cfg, ctx, run_dir, resuming, store, dims, model_cfg, log, logger_o
                 norms.append((ctx.world / n_valid, ctx.world * v_counts[ctx.rank] / sum(v_counts)))
             task = progress.add_task(f"epoch {epoch}/{cfg.epochs}", total=len(local_batches),
                                      info="")
-            # running sums: ce, answered questions, correct, align * videos, videos, questions
-            acc = torch.zeros(6, dtype=torch.float64, device=ctx.device)
+            # running sums on the device (no sync per step): ce, answered, correct, align*videos
+            acc = torch.zeros(4, dtype=torch.float64, device=ctx.device)
+            n_vid = n_q = 0.0
             train_model.train()
             for i, batch in enumerate(data.batches(cfg.train_split, local_batches)):
                 ce_scale, align_scale = norms[i]
@@ -449,15 +451,15 @@ def _train_in(cfg, ctx, run_dir, resuming, store, dims, model_cfg, log, logger_o
                 for o in optimizers:
                     o.zero_grad(set_to_none=True)
                 step += 1
+                n_v = float(batch.audio.shape[0])
+                n_vid += n_v
+                n_q += float(len(batch))
                 with torch.no_grad():
                     valid = batch.answer >= 0
-                    n_v = float(len(batch.audio))
                     acc += torch.stack([
                         ce_sum.detach().double(), valid.sum().double(),
                         (logits.argmax(-1).eq(batch.answer) & valid).sum().double(),
-                        align.detach().double() * n_v, torch.tensor(n_v, dtype=torch.float64,
-                                                                     device=ctx.device),
-                        torch.tensor(float(len(batch)), dtype=torch.float64, device=ctx.device)])
+                        align.detach().double() * n_v])
                 if show_progress:
                     if i % 20 == 0:
                         info = f"loss {acc[0].item() / max(1.0, acc[1].item()):.4f}"
@@ -468,6 +470,8 @@ def _train_in(cfg, ctx, run_dir, resuming, store, dims, model_cfg, log, logger_o
                 torch.cuda.synchronize(ctx.device)
             train_time = time.perf_counter() - t0
             progress.remove_task(task)
+            acc = torch.cat([acc, torch.tensor([n_vid, n_q], dtype=torch.float64,
+                                               device=ctx.device)])
             all_reduce_sum(acc, ctx)
             ce_tot, n_ans, n_correct, al_tot, n_vid, n_q = acc.tolist()
             ce_mean = ce_tot / max(1.0, n_ans)

@@ -1,0 +1,332 @@
+"""Extraction throughput: our extractor vs a peer-style pipeline, in the same run.
+
+    python benchmarks/extract_throughput.py [--K 64] [--seconds 60] [--workers 1 2 4 8 16]
+        [--clip-model ViT-B-32] [--videos-dir DIR] [--json out.json]
+
+1. Makes K synthetic ``--seconds``-long 640x360 25 fps H.264 + AAC (44.1 kHz) videos (moving
+   coloured shapes, a tone per shape) with ``extract.avwrite.write_av``, cached in
+   ``--videos-dir`` so reruns reuse them.
+2. Builds the encoders once (CLIP ``--clip-model`` and VGGish, seeded random weights: the speed
+   does not depend on the weight values) and times, on the same videos and encoders:
+   * ours: ``extract.pipeline.extract`` (what ``python cli.py extract`` runs, minus process start
+     and model loading, reported separately) once per decode-worker count in ``--workers``;
+   * peer-style (``peer_style.py``): ffmpeg to 1 fps JPEG files + a 16 kHz wav per video, then per
+     video PIL load + CLIP preprocess + one CLIP forward, and one VGGish forward, one ``.npy``
+     per video per feature.
+3. Where the time goes: our stages measured one by one on ``--stage-videos`` videos with the
+   pipeline's own functions (``decode_video`` in one process, ``ClipEncoder.encode_images`` and
+   ``VGGishEncoder.encode`` on batches of ``--batch-size`` frames across videos, ``write_shard``),
+   next to the peer pipeline's stages.
+
+CPU smoke run: ``--K 2 --seconds 4 --T 4 --clip-model ViT-S-32 --workers 0 1``.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from common import device_name, pick_device, print_table, sync  # noqa: E402  (adds repo to path)
+
+AUDIO_RATE = 44100  # like real uploads; both pipelines resample to 16 kHz
+
+
+# ---- synthetic input videos ------------------------------------------------------------------
+
+
+def _disc(radius: int) -> np.ndarray:
+    yy, xx = np.mgrid[:2 * radius, :2 * radius]
+    return (yy - radius + 0.5) ** 2 + (xx - radius + 0.5) ** 2 <= radius ** 2
+
+
+def synthetic_frames(seed: int, seconds: float, width: int, height: int, fps: float):
+    """Frames [H, W, 3] uint8 of moving, bouncing coloured rectangles and discs on a gradient."""
+    rng = np.random.default_rng(seed)
+    n = max(1, int(round(seconds * fps)))
+    base = rng.integers(0, 96, 3)
+    grad = np.linspace(0.0, 1.0, height)[:, None, None] * rng.integers(0, 96, 3)
+    bg = np.broadcast_to((base + grad).astype(np.uint8), (height, width, 3)).copy()
+    shapes = []
+    for k in range(int(rng.integers(3, 6))):
+        r = int(rng.integers(max(4, height // 16), max(5, height // 5)))
+        r = max(2, min(r, height // 2 - 1, width // 2 - 1))
+        shapes.append({
+            "r": r, "disc": _disc(r) if k % 2 else None,
+            "color": rng.integers(64, 256, 3).astype(np.uint8),
+            "pos": np.array([rng.uniform(0, width - 2 * r), rng.uniform(0, height - 2 * r)]),
+            "vel": rng.uniform(-6, 6, 2) * 25.0 / fps,
+        })
+    for _ in range(n):
+        frame = bg.copy()
+        for s in shapes:
+            r, pos, vel = s["r"], s["pos"], s["vel"]
+            pos += vel
+            for d, lim in ((0, width - 2 * r), (1, height - 2 * r)):
+                if pos[d] < 0 or pos[d] > lim:
+                    vel[d] = -vel[d]
+                    pos[d] = min(max(pos[d], 0), lim)
+            x, y = int(pos[0]), int(pos[1])
+            patch = frame[y:y + 2 * r, x:x + 2 * r]
+            if s["disc"] is None:
+                patch[:] = s["color"]
+            else:
+                patch[s["disc"]] = s["color"]
+        yield frame
+
+
+def synthetic_tones(seed: int, seconds: float, sample_rate: int = AUDIO_RATE) -> np.ndarray:
+    """A few tones whose pitch changes every half second, mixed, in [-1, 1]."""
+    rng = np.random.default_rng([seed, 1])
+    t = np.arange(int(round(seconds * sample_rate))) / sample_rate
+    wav = np.zeros_like(t)
+    for _ in range(3):
+        steps = rng.integers(-12, 13, int(np.ceil(seconds * 2)) + 1)
+        hz = rng.uniform(200, 800) * 2.0 ** (steps[(t * 2).astype(int)] / 12.0)
+        wav += 0.2 * np.sin(2 * np.pi * hz * t)
+    return (wav / 3.0).astype(np.float32)
+
+
+def _write_one(path: str, seed: int, seconds: float, width: int, height: int, fps: float) -> str:
+    from extract.avwrite import write_av
+
+    write_av(path, synthetic_frames(seed, seconds, width, height, fps), fps=fps,
+             audio=synthetic_tones(seed, seconds), sample_rate=AUDIO_RATE)
+    return path
+
+
+def make_videos(folder: str | Path, K: int, seconds: float, width: int, height: int, fps: float,
+                workers: int = 0) -> tuple[list[Path], int]:
+    """The K cached videos (made where missing, ``workers`` processes in parallel); returns the
+    paths and how many were made now."""
+    folder = Path(folder) / f"{seconds:g}s_{width}x{height}_{fps:g}fps"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"synth{i:04d}.mp4" for i in range(K)]
+    todo = [(str(p), i) for i, p in enumerate(paths) if not p.is_file() or p.stat().st_size == 0]
+    if todo:
+        workers = min(len(todo), workers or os.cpu_count() or 1)
+        if workers <= 1:
+            for p, i in todo:
+                _write_one(p, i, seconds, width, height, fps)
+        else:
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+                list(pool.map(_write_one, *zip(*[(p, i, seconds, width, height, fps)
+                                                  for p, i in todo])))
+    return paths, len(todo)
+
+
+# ---- measurements -----------------------------------------------------------------------------
+
+
+def link_inputs(videos: list[Path], folder: Path) -> Path:
+    """A folder holding exactly ``videos`` (symlinks), so the extractor sees only those."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    for v in videos:
+        (folder / v.name).symlink_to(v.resolve())
+    return folder
+
+
+def run_ours(cfg_kwargs: dict, inputs: Path, out: Path, workers: int, n_videos: int) -> float:
+    """Seconds for one ``extract`` run over ``inputs`` into a fresh store ``out``."""
+    from extract.config import ExtractConfig
+    from extract.pipeline import extract
+
+    if out.parent.exists():
+        shutil.rmtree(out.parent)
+    cfg = ExtractConfig(videos=str(inputs), out=str(out), workers=workers, **cfg_kwargs)
+    t = time.perf_counter()
+    summary = extract(cfg, progress=False)
+    dt = time.perf_counter() - t
+    if summary.failures or summary.videos_extracted != n_videos:
+        raise RuntimeError(f"our extraction did not extract all {n_videos} videos: "
+                           f"{summary.videos_extracted} extracted, failures {summary.failures[:3]}")
+    return dt
+
+
+def our_stages(videos: list[Path], cfg, enc, attrs: dict, out: Path) -> dict[str, float]:
+    """Seconds per stage of our pipeline over ``videos``, each stage measured on its own with the
+    pipeline's functions: decode (one process), CLIP and VGGish on cross-video batches, write."""
+    import torch
+
+    from extract.decode import DecodeSpec, decode_video
+    from extract.discover import stat_video
+    from extract.pipeline import EncodedVideo, write_shard
+
+    dev = enc.clip.device
+    spec = DecodeSpec.from_config(cfg, enc.clip.image_size)
+    t = time.perf_counter()
+    decoded = [decode_video(str(v), spec) for v in videos]
+    t_decode = time.perf_counter() - t
+
+    bs = int(cfg.batch_size)
+    frames = np.concatenate([d.frames for d in decoded])
+    mel = np.concatenate([d.audio for d in decoded])
+    with torch.no_grad():
+        sync(dev)
+        t = time.perf_counter()
+        visual = np.concatenate([enc.clip.encode_images(frames[lo:lo + bs])[0]
+                                 for lo in range(0, len(frames), bs)])
+        sync(dev)
+        t_clip = time.perf_counter() - t
+        t = time.perf_counter()
+        audio = np.concatenate([enc.vggish.encode(mel[lo:lo + bs]) for lo in range(0, len(mel), bs)])
+        sync(dev)
+        t_vggish = time.perf_counter() - t
+
+    T = cfg.T
+    encoded = [EncodedVideo(stat_video(v), audio[i * T:(i + 1) * T], visual[i * T:(i + 1) * T], None,
+                            d.audio_present, d.n_segments, d.duration)
+               for i, (v, d) in enumerate(zip(videos, decoded))]
+    if out.parent.exists():
+        shutil.rmtree(out.parent)
+    out.parent.mkdir(parents=True)
+    t = time.perf_counter()
+    write_shard(out, attrs, encoded)
+    t_write = time.perf_counter() - t
+    return {"decode": t_decode, "CLIP": t_clip, "VGGish": t_vggish, "write": t_write}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--K", type=int, default=64, help="number of videos")
+    ap.add_argument("--seconds", type=float, default=60.0, help="length of each video (s)")
+    ap.add_argument("--width", type=int, default=640, help="video width (px)")
+    ap.add_argument("--height", type=int, default=360, help="video height (px)")
+    ap.add_argument("--fps", type=float, default=25.0, help="video frame rate")
+    ap.add_argument("--videos-dir", default=str(Path(tempfile.gettempdir()) / "shmamba-bench-videos"),
+                    help="cache folder for the generated videos (reused by later runs)")
+    ap.add_argument("--gen-workers", type=int, default=0,
+                    help="processes that make missing videos (0 = one per CPU core)")
+    ap.add_argument("--work-dir", default=None,
+                    help="folder for the stores and peer files (default: a temp folder, removed)")
+    ap.add_argument("--T", type=int, default=60, help="segments per video (1 per second)")
+    ap.add_argument("--clip-model", default="ViT-B-32", help="open_clip model for both pipelines")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8, 16],
+                    help="decode worker counts to time our extractor with (0 = in-process)")
+    ap.add_argument("--batch-size", type=int, default=256, help="frames per encoder batch (ours)")
+    ap.add_argument("--shard-size", type=int, default=64, help="videos per shard (ours)")
+    ap.add_argument("--stage-videos", type=int, default=16,
+                    help="videos used to time our stages one by one (at most K)")
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="videos run through both pipelines before timing (0 = none)")
+    ap.add_argument("--skip-peer", action="store_true", help="do not time the peer-style pipeline")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="encoder device")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                    help="encoder precision on CUDA (both pipelines)")
+    ap.add_argument("--json", default=None, help="write the results as JSON to this file")
+    args = ap.parse_args(argv)
+    if args.K < 1 or args.T < 1 or args.seconds <= 0:
+        ap.error("--K, --T and --seconds must be positive")
+
+    from extract.annotations import vocabulary_for
+    from extract.config import ExtractConfig
+    from extract.encoders import get_encoders
+    from extract.pipeline import store_attrs
+
+    device = pick_device(args.device)
+    dev_name = device_name(device)
+    t = time.perf_counter()
+    videos, made = make_videos(args.videos_dir, args.K, args.seconds, args.width, args.height,
+                               args.fps, args.gen_workers)
+    t_make = time.perf_counter() - t
+    work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="extract-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    cfg_kwargs = dict(T=args.T, clip_model=args.clip_model, clip_weights="random",
+                      vggish_weights="random", batch_size=args.batch_size, shard_size=args.shard_size,
+                      device=args.device, precision=args.precision)
+    try:
+        inputs = link_inputs(videos, work / "inputs")
+        base_cfg = ExtractConfig(videos=str(inputs), out=str(work / "unused.h5"), **cfg_kwargs)
+        t = time.perf_counter()
+        enc = get_encoders(base_cfg)  # cached: every extract() below reuses these models
+        t_models = time.perf_counter() - t
+
+        if args.warmup:
+            warm = videos[:args.warmup]
+            run_ours(cfg_kwargs, link_inputs(warm, work / "warm-inputs"), work / "warm" / "feats.h5",
+                     args.workers[0], len(warm))
+            if not args.skip_peer:
+                from peer_style import peer_extract
+                peer_extract(warm, work / "warm-peer-tmp", work / "warm-peer", enc.clip, enc.vggish,
+                             args.T)
+
+        # -- ours, per decode-worker count ------------------------------------------------------
+        ours: dict[int, float] = {}
+        for w in args.workers:
+            ours[w] = run_ours(cfg_kwargs, inputs, work / f"ours-w{w}" / "feats.h5", w, len(videos))
+
+        # -- peer-style ------------------------------------------------------------------------
+        peer = None
+        if not args.skip_peer:
+            from peer_style import peer_extract
+            peer = peer_extract(videos, work / "peer-tmp", work / "peer-out", enc.clip, enc.vggish,
+                                args.T)
+
+        # -- where the time goes ---------------------------------------------------------------
+        n_stage = max(1, min(args.stage_videos, len(videos)))
+        attrs = store_attrs(base_cfg, enc, vocabulary_for(base_cfg.dataset), 0)
+        stages = our_stages(videos[:n_stage], base_cfg, enc, attrs, work / "stages" / "feats.h5")
+    finally:
+        if not args.work_dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+    # -- tables ---------------------------------------------------------------------------------
+    K = len(videos)
+    peer_rate = K / peer.total if peer is not None else None
+    stage_rows = []
+    ours_total = sum(stages.values())
+    for name, sec in stages.items():
+        stage_rows.append(["ours (measured stage by stage)", name, f"{sec / n_stage:.4f}",
+                           f"{100 * sec / ours_total:.1f}%"])
+    if peer is not None:
+        for name in ("ffmpeg_frames", "ffmpeg_audio", "clip", "vggish", "write"):
+            sec = getattr(peer, name)
+            stage_rows.append(["peer-style", name.replace("_", " ").replace("clip", "PIL + CLIP")
+                               .replace("vggish", "wav + VGGish"), f"{sec / K:.4f}",
+                               f"{100 * sec / peer.total:.1f}%"])
+    stage_title = f"Extraction: where the time goes (s per video) - {dev_name}"
+    stage_cols = ["pipeline", "stage", "s/video", "share"]
+    print_table(stage_title, stage_cols, stage_rows)
+
+    rows = []
+    for w, sec in ours.items():
+        rate = K / sec
+        rows.append(["ours (extract)", w, K, f"{sec:.2f}", f"{rate:.3f}",
+                     f"{rate / peer_rate:.2f}" if peer_rate else "-"])
+    if peer is not None:
+        rows.append(["peer-style (ffmpeg JPEG + per-video CLIP/VGGish)", "-", K, f"{peer.total:.2f}",
+                     f"{peer_rate:.3f}", "1.00"])
+    best_w = max(ours, key=lambda w: K / ours[w])
+    best = K / ours[best_w]
+    encode_bound = n_stage / (stages["CLIP"] + stages["VGGish"])
+    meta = {
+        "device": dev_name, "K": K, "seconds": args.seconds, "size": f"{args.width}x{args.height}",
+        "fps": args.fps, "T": args.T, "clip_model": args.clip_model, "batch_size": args.batch_size,
+        "cpu_cores": os.cpu_count(), "videos_made_now": made, "make_videos_s": round(t_make, 2),
+        "model_build_s": round(t_models, 3), "best_workers": best_w, "ours_videos_per_s": best,
+        "peer_videos_per_s": peer_rate, "ratio": best / peer_rate if peer_rate else None,
+        "encode_bound_videos_per_s": encode_bound,
+        "stages": {"title": stage_title, "columns": stage_cols, "rows": stage_rows},
+        "goal": ">= 10 videos/s and >= 5x peer-style on the 16-core GPU machine",
+    }
+    print_table(f"Extraction throughput - {K} videos x {args.seconds:g} s {args.width}x{args.height} "
+                f"{args.fps:g} fps, T={args.T}, {args.clip_model} - {dev_name}",
+                ["pipeline", "decode workers", "videos", "seconds", "videos/s", "x peer-style"], rows,
+                json_out=args.json, meta=meta)
+    ratio_txt = f", {best / peer_rate:.2f}x peer-style" if peer_rate else ""
+    print(f"best: {best:.3f} videos/s with {best_w} decode workers{ratio_txt}; encoders alone "
+          f"(CLIP + VGGish) bound ours at {encode_bound:.3f} videos/s; model build "
+          f"{t_models:.2f} s (not in the figures)")
+    return {"rows": rows, "meta": meta}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,361 @@
+"""Training throughput: QA/s of fwd + bwd + optimizer for SHMamba on one device, data included,
+our path vs a peer-style path in the same run, and the FLOP floor of an epoch.
+
+    python benchmarks/train_throughput.py STORE/feats.h5 [--batch-sizes 256 1024 4096]
+        [--steps 30] [--compile] [--peer-workers 8] [--peak-tflops 989] [--json out.json]
+
+* ours: ``train.data.StoreData`` (the split's videos and questions resident on the device, a
+  batch is an index gather; the model runs each distinct video of a batch once,
+  ``video_index``), bf16 autocast on CUDA (``--amp``), AdamW (+ RiemannianAdam) as
+  ``train.loop`` builds them, grad clipping; one row per ``--batch-sizes`` entry;
+  ``--compile`` wraps the model in ``torch.compile``.
+* peer-style (``peer_style.py``): the split exported to one float32 ``.npy`` per video per
+  feature and one per question (export time reported, not counted), a ``DataLoader``
+  (``--peer-batch`` 64, ``--peer-workers`` 8, shuffle, pinned memory on CUDA) that ``np.load``s
+  every sample, the same model with one video per question (``video_index=None``, no dedup),
+  same precision as ours unless ``--peer-amp off``.
+* Each path runs ``--warmup`` steps, then ``--steps`` timed steps (synchronised); QA/s counts
+  questions seen.  Epoch time = ``--epoch-size`` (MUSIC-AVQA train: 31,927) / QA/s.
+* FLOP floor: model FLOPs of fwd + bwd (``torch.utils.flop_counter.FlopCounterMode`` on a
+  mambapy copy of the model on the CPU, split into per-video, per-video-pair and per-question
+  parts, plus the selective scan's ~9 T d_inner d_state per sequence and layer (x3 for
+  fwd + bwd), which runs as elementwise ops the counter does not see), applied to the videos and
+  questions each path actually ran in its timed steps, scaled to one epoch, divided by
+  ``--peak-tflops`` (bf16 dense; H100 SXM 989).  Elementwise work (norms, activations, the
+  hyperbolic alignment's [V, V, d] distance tensors) is not counted: the floor is a lower bound.
+
+CPU smoke run: ``--batch-sizes 16 32 --steps 2 --warmup 1 --peer-workers 0 --model d_model=16``.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from common import device_name, pick_device, print_table, sync  # noqa: E402  (adds repo to path)
+
+MUSIC_AVQA_TRAIN = 31927
+
+
+def model_config_for_store(store, variant: str, overrides: dict):
+    """The variant's SHMambaConfig with the store's dims (as ``train.loop`` builds it)."""
+    from train.data import store_dims
+    from train.loop import model_config_for
+
+    return model_config_for(variant, overrides, store_dims(store), str(store.path))
+
+
+def parse_model_overrides(items: list[str] | None) -> dict:
+    """``--model d_model=64 n_layers=2`` -> SHMambaConfig overrides (values parsed as JSON)."""
+    from store.config_io import parse_set_options
+
+    return parse_set_options(items)
+
+
+def amp_ctx(device: torch.device, amp: str):
+    """bf16 autocast (``auto``: on CUDA only; ``bf16``: anywhere), else nothing."""
+    from train.loop import amp_context
+
+    return amp_context(device, amp)
+
+
+# ---- FLOPs ----------------------------------------------------------------------------------
+
+
+def scan_flops_per_video(cfg, T: int) -> float:
+    """Selective scan FLOPs per video, fwd + bwd: ~9 T d_inner d_state per sequence and layer
+    (Gu & Dao 2023), two sequences (audio, visual), bwd ~ 2x fwd."""
+    if cfg.temporal != "mamba":
+        return 0.0
+    return 3 * 2 * cfg.n_layers * 9 * T * cfg.expand * cfg.d_model * cfg.d_state
+
+
+def model_flops(cfg, T: int, n: int = 2) -> tuple[float, float, float]:
+    """(FLOPs per distinct video, per pair of videos, per question) of one fwd + bwd step.
+
+    Counted with ``FlopCounterMode`` on a CPU mambapy copy of the model at (V, B) = (n, n),
+    (n, 2n) and (2n, 2n): a step costs ``V * per_video + V**2 * per_pair + B * per_question``
+    (the V x V term is the alignment loss's similarity matmuls).  ``per_video`` includes
+    :func:`scan_flops_per_video`, which the counter does not see.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from model import build_model
+
+    cfg = replace(cfg, backend="mambapy", dropout=0.0)
+    model = build_model(cfg, seed=0)
+    gen = torch.Generator().manual_seed(0)
+
+    def count(V: int, B: int) -> int:
+        audio = torch.randn(V, T, cfg.audio_dim, generator=gen)
+        visual = torch.randn(V, T, cfg.visual_dim, generator=gen)
+        question = torch.randn(B, cfg.text_dim, generator=gen)
+        index = None if B == V else torch.arange(B) % V
+        options = torch.randn(B, cfg.n_options, cfg.text_dim, generator=gen) if cfg.n_options else None
+        with FlopCounterMode(display=False) as fc:
+            out = model(audio, visual, question, video_index=index, options=options)
+            target = torch.zeros(B, dtype=torch.long)
+            (F.cross_entropy(out.logits.float(), target) + out.align_loss).backward()
+        model.zero_grad(set_to_none=True)
+        return fc.get_total_flops()
+
+    f1, f2, f3 = count(n, n), count(n, 2 * n), count(2 * n, 2 * n)
+    per_q = (f2 - f1) / n
+    per_pair = (f3 - 2 * f1) / (2 * n * n)
+    per_v = (f1 - per_q * n - per_pair * n * n) / n
+    return per_v + scan_flops_per_video(cfg, T), per_pair, per_q
+
+
+def step_flops(flops: tuple[float, float, float], videos: float, video_pairs: float,
+               questions: float) -> float:
+    """FLOPs of steps that together ran ``videos`` videos, ``video_pairs`` = sum of V**2 and
+    ``questions`` questions (``flops`` from :func:`model_flops`)."""
+    per_v, per_pair, per_q = flops
+    return videos * per_v + video_pairs * per_pair + questions * per_q
+
+
+# ---- our path -------------------------------------------------------------------------------
+
+
+def endless_batches(data, split: str, batch_size: int, seed: int = 0):
+    """Our batches, epoch after epoch (a fresh seeded permutation each epoch)."""
+    from train.data import batch_indices, epoch_order
+
+    gen = torch.Generator().manual_seed(seed)
+    n = len(data.splits[split])
+    while True:
+        yield from data.batches(split, batch_indices(epoch_order(n, gen), batch_size))
+
+
+def train_step(model, optimizers, autocast, audio, visual, question, answer, video_index=None,
+               tokens=None, token_mask=None, options=None, align_weight: float = 0.1,
+               grad_clip: float = 1.0) -> None:
+    """One fwd + bwd + optimizer step, the way ``train.loop`` takes it."""
+    with autocast():
+        out = model(audio, visual, question, tokens=tokens, token_mask=token_mask,
+                    video_index=video_index, options=options)
+    loss = F.cross_entropy(out.logits.float(), answer, ignore_index=-1) \
+        + align_weight * out.align_loss.float()
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    for o in optimizers:
+        o.step()
+    for o in optimizers:
+        o.zero_grad(set_to_none=True)
+
+
+def new_model(model_cfg, device, args):
+    from model import build_model
+    from train.config import TrainConfig
+    from train.loop import make_optimizers
+
+    model = build_model(model_cfg, seed=0).to(device).train()
+    opts = make_optimizers(model, TrainConfig(lr=args.lr))
+    run = torch.compile(model, dynamic=True) if args.compile else model
+    return model, run, opts
+
+
+def time_ours(data, model_cfg, batch_size: int, device, args) -> dict:
+    """QA/s and videos per question of our path at one batch size."""
+    model, run, opts = new_model(model_cfg, device, args)
+    autocast = amp_ctx(device, args.amp)
+    batches = endless_batches(data, args.split, batch_size, seed=args.seed)
+
+    def step(b):
+        train_step(run, opts, autocast, b.audio, b.visual, b.sentence, b.answer, b.video_index,
+                   b.tokens, b.token_mask, b.options, args.align_weight, args.grad_clip)
+        return len(b), len(b.audio)
+
+    for _ in range(args.warmup):
+        step(next(batches))
+    sync(device)
+    t = time.perf_counter()
+    qa = vids = pairs = 0
+    for _ in range(args.steps):
+        q, v = step(next(batches))
+        qa, vids, pairs = qa + q, vids + v, pairs + v * v
+    sync(device)
+    dt = time.perf_counter() - t
+    del model, run, opts
+    return {"seconds": dt, "qa": qa, "videos": vids, "video_pairs": pairs}
+
+
+# ---- peer-style path ------------------------------------------------------------------------
+
+
+def time_peer(export_dir: Path, model_cfg, device, args) -> dict:
+    from peer_style import peer_loader
+
+    model, run, opts = new_model(model_cfg, device, args)
+    autocast = amp_ctx(device, args.amp if args.peer_amp == "same" else "off")
+    loader = peer_loader(export_dir, args.peer_batch, args.peer_workers,
+                         pin_memory=device.type == "cuda", seed=args.seed)
+
+    def endless():
+        while True:
+            yield from loader
+
+    it = endless()
+
+    def step(b):
+        to = lambda x: x.to(device, non_blocking=True)  # noqa: E731
+        train_step(run, opts, autocast, to(b["audio"]), to(b["visual"]), to(b["question"]),
+                   to(b["answer"]), None, align_weight=args.align_weight, grad_clip=args.grad_clip)
+        return len(b["answer"])
+
+    for _ in range(args.warmup):
+        step(next(it))
+    sync(device)
+    t = time.perf_counter()
+    sizes = [step(next(it)) for _ in range(args.peer_steps or args.steps)]
+    sync(device)
+    dt = time.perf_counter() - t
+    del it, loader
+    return {"seconds": dt, "qa": sum(sizes), "videos": sum(sizes),
+            "video_pairs": sum(b * b for b in sizes)}
+
+
+# ---- main -----------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("store", help="feature store entry file (e.g. made by make_store.py)")
+    ap.add_argument("--split", default="train", help="split to train on")
+    ap.add_argument("--variant", default="shmamba", help="model variant (model.VARIANTS)")
+    ap.add_argument("--model", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="SHMambaConfig overrides, e.g. d_model=64 backend=mambapy")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 1024, 4096],
+                    help="our path: questions per batch, one row each")
+    ap.add_argument("--steps", type=int, default=30, help="timed steps per row")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model (both paths)")
+    ap.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"],
+                    help="auto = bf16 autocast on CUDA, none on CPU")
+    ap.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
+    ap.add_argument("--align-weight", type=float, default=0.1, help="lambda of the alignment loss")
+    ap.add_argument("--grad-clip", type=float, default=1.0, help="max grad norm (0 = off)")
+    ap.add_argument("--peer-batch", type=int, default=64, help="peer-style batch size")
+    ap.add_argument("--peer-workers", type=int, default=8, help="peer-style DataLoader workers")
+    ap.add_argument("--peer-steps", type=int, default=100,
+                    help="timed peer-style steps (0 = same as --steps)")
+    ap.add_argument("--peer-amp", default="same", choices=["same", "off"],
+                    help="peer-style precision: same as ours, or float32 as the peers train")
+    ap.add_argument("--skip-peer", action="store_true", help="do not time the peer-style path")
+    ap.add_argument("--export-dir", default=None,
+                    help="folder for the peer-style .npy export (default: a temp folder, removed)")
+    ap.add_argument("--epoch-size", type=int, default=MUSIC_AVQA_TRAIN,
+                    help="questions per epoch for the epoch-time column (MUSIC-AVQA train)")
+    ap.add_argument("--peak-tflops", type=float, default=989.0,
+                    help="peak dense bf16 TFLOP/s of the card for the FLOP floor (H100 SXM: 989)")
+    ap.add_argument("--memory-budget-mb", type=float, default=0.0,
+                    help="device memory for resident data (0 = half of what is free)")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    ap.add_argument("--seed", type=int, default=0, help="data order and model init seed")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    ap.add_argument("--json", default=None, help="write the results as JSON to this file")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from model import resolve_backend
+    from train.data import StoreData, open_store
+
+    device = pick_device(args.device)
+    dev_name = device_name(device)
+    store = open_store(args.store)
+    model_cfg = model_config_for_store(store, args.variant, parse_model_overrides(args.model))
+    T = int(store.attrs["T"])
+
+    t = time.perf_counter()
+    data = StoreData(store, [args.split], device, with_tokens=bool(model_cfg.use_tokens),
+                     memory_budget_mb=args.memory_budget_mb)
+    sync(device)
+    t_load = time.perf_counter() - t
+    n_split = len(data.splits[args.split])
+
+    flops = model_flops(model_cfg, T)
+    peak = args.peak_tflops * 1e12
+
+    entries: list[tuple[str, int, dict | None, str]] = []
+    for bs in args.batch_sizes:
+        try:
+            r = time_ours(data, model_cfg, bs, device, args)
+        except torch.OutOfMemoryError:
+            r = None
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        note = "" if bs <= n_split else f"split has {n_split} questions: batches of {n_split}"
+        entries.append(("ours (resident, dedup)", bs, r, note))
+
+    peer = None
+    export_info: dict = {}
+    if not args.skip_peer:
+        from peer_style import export_npy
+
+        export_dir = Path(args.export_dir) if args.export_dir else \
+            Path(tempfile.mkdtemp(prefix="peer-npy-"))
+        try:
+            t = time.perf_counter()
+            export_info = export_npy(store, args.split, export_dir)
+            export_info["seconds"] = round(time.perf_counter() - t, 2)
+            peer = time_peer(export_dir, model_cfg, device, args)
+        finally:
+            if not args.export_dir:
+                shutil.rmtree(export_dir, ignore_errors=True)
+        entries.append((f"peer-style (.npy + DataLoader, {args.peer_workers} workers)",
+                        args.peer_batch, peer, "fp32" if args.peer_amp == "off" else ""))
+
+    def rate(r: dict | None) -> float | None:
+        return None if r is None else r["qa"] / r["seconds"]
+
+    peer_qa_s = rate(peer)
+    rows = []
+    for name, bs, r, note in entries:
+        if r is None:
+            rows.append([name, bs, "OOM", "-", "-", "-", "-", "-", note])
+            continue
+        qa_s = rate(r)
+        epoch_s = args.epoch_size / qa_s
+        v_per_q = r["videos"] / r["qa"]
+        floor_s = step_flops(flops, r["videos"], r["video_pairs"], r["qa"]) \
+            * (args.epoch_size / r["qa"]) / peak
+        rows.append([name, bs, f"{qa_s:,.0f}", f"{epoch_s:.3f}", f"{v_per_q:.3f}", f"{floor_s:.4f}",
+                     f"{epoch_s / floor_s:.1f}",
+                     f"{qa_s / peer_qa_s:.2f}" if peer_qa_s else "-", note])
+    ours_ok = [(bs, rate(r)) for name, bs, r, _ in entries if r is not None and name.startswith("ours")]
+    best_bs, best_qa_s = max(ours_ok, key=lambda x: x[1]) if ours_ok else (None, None)
+
+    cols = ["path", "batch", "QA/s", f"epoch s ({args.epoch_size:,} QA)", "videos/QA",
+            "FLOP floor s/epoch", "measured/floor", "x peer-style", "note"]
+    meta = {
+        "device": dev_name, "store": str(args.store), "split": args.split, "split_questions": n_split,
+        "T": T, "variant": args.variant, "model": model_cfg.to_dict(), "amp": args.amp,
+        "compile": args.compile, "steps": args.steps, "warmup": args.warmup,
+        "backend": resolve_backend(model_cfg.backend)[0] if model_cfg.temporal == "mamba" else None,
+        "data_load_s": round(t_load, 3), "data_fully_resident": data.fully_resident,
+        "flops_per_video": flops[0], "flops_per_video_pair": flops[1],
+        "flops_per_question": flops[2], "peak_tflops": args.peak_tflops,
+        "peer_export": export_info, "best_batch": best_bs, "best_qa_per_s": best_qa_s,
+        "peer_qa_per_s": peer_qa_s, "ratio": best_qa_s / peer_qa_s if best_qa_s and peer_qa_s else None,
+        "goal": ">= 20,000 QA/s on one H100 (epoch <= 1.6 s) and >= 10x peer-style",
+    }
+    print_table(f"Training throughput (fwd+bwd+opt, data included) - {args.variant}, T={T}, "
+                f"amp={args.amp}{', compiled' if args.compile else ''} - {dev_name}", cols, rows,
+                json_out=args.json, meta=meta)
+    if best_qa_s:
+        ratio = f", {best_qa_s / peer_qa_s:.1f}x peer-style" if peer_qa_s else ""
+        print(f"best: {best_qa_s:,.0f} QA/s (batch {best_bs}){ratio}; one {args.epoch_size:,}-QA epoch "
+              f"{args.epoch_size / best_qa_s:.3f} s; data to device {t_load:.2f} s (not counted)")
+    return {"rows": rows, "meta": meta}
+
+
+if __name__ == "__main__":
+    main()

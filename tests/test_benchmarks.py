@@ -1,0 +1,223 @@
+"""The benchmark scripts run end to end at tiny sizes on the CPU (so they don't rot), and the
+peer-style pieces they time do what the peers do.  No timing is asserted anywhere.
+
+Each script runs as a subprocess with the venv's python (as users run it) and must print its
+table (rich + markdown) and write the JSON rows it promises.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
+
+from tests.videos import make_video  # noqa: E402
+
+
+def run_script(name: str, *args: str, timeout: int = 240) -> str:
+    env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2", PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, str(BENCH / name), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def load_table(path: Path, out: str) -> dict:
+    table = json.loads(path.read_text())
+    # the table was printed: its markdown header line is in the output
+    assert "| " + " | ".join(table["columns"]) + " |" in out
+    return table
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bench") / "feats.h5"
+    stdout = run_script("make_store.py", "--out", str(out), "--scale", "0.002", "--T", "8")
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["videos"] == 19 and summary["questions"] == 92
+    return out
+
+
+def test_make_store_small(store):
+    from store import FeatureStore
+
+    with FeatureStore(store) as fs:
+        assert fs.n_videos == 19 and fs.n_questions == 92
+        assert int(fs.attrs["T"]) == 8
+        splits = fs.questions("split")
+        assert {s: int((splits == s).sum()) for s in ("train", "val", "test", "unused")} == \
+            {"train": 64, "val": 9, "test": 18, "unused": 1}
+        assert fs.videos("audio").shape == (19, 8, 128)
+        assert fs.questions("tokens").shape == (92, 32, 512)
+
+
+def test_scaling_script(tmp_path):
+    js = tmp_path / "scaling.json"
+    out = run_script("scaling.py", "--T", "8", "16", "--batch", "2", "--d-model", "16",
+                     "--warmup", "0", "--iters", "1", "--json", str(js))
+    table = load_table(js, out)
+    assert [r[0] for r in table["rows"]] == [8, 16]
+    for r in table["rows"]:
+        assert float(r[1]) > 0 and float(r[3]) > 0  # shmamba and transformer ms
+
+
+def test_train_throughput_script(store, tmp_path):
+    js = tmp_path / "train.json"
+    out = run_script("train_throughput.py", str(store), "--batch-sizes", "16", "32", "--steps", "2",
+                     "--warmup", "0", "--peer-workers", "0", "--peer-batch", "8", "--peer-steps", "2",
+                     "--model", "d_model=16", "--json", str(js))
+    table = load_table(js, out)
+    rows = table["rows"]
+    assert [r[1] for r in rows] == [16, 32, 8]
+    assert rows[0][0].startswith("ours") and rows[2][0].startswith("peer-style")
+    for r in rows:
+        assert float(r[2].replace(",", "")) > 0          # QA/s
+        assert float(r[5]) > 0 and float(r[6]) > 0      # FLOP floor, measured / floor
+    assert rows[2][4] == "1.000" and rows[2][7] == "1.00"  # peer: one video per question
+    assert float(rows[1][4]) < 1.0                        # ours runs shared videos once
+    meta = table["meta"]
+    assert meta["flops_per_video"] > meta["flops_per_question"] > 0 and meta["flops_per_video_pair"] > 0
+    assert meta["peer_export"] == {"videos": meta["peer_export"]["videos"], "questions": 64,
+                                   "seconds": meta["peer_export"]["seconds"]}
+    assert meta["ratio"] == pytest.approx(meta["best_qa_per_s"] / meta["peer_qa_per_s"])
+
+
+def test_inference_script(store, tmp_path):
+    js = tmp_path / "inference.json"
+    out = run_script("inference.py", str(store), "--batch-sizes", "0", "8", "--repeats", "1",
+                     "--warmup", "0", "--model", "d_model=16", "--json", str(js))
+    table = load_table(js, out)
+    assert [r[:4] for r in table["rows"]] == [["test", 18, "all", 18], ["test", 18, 8, 8]]
+    assert all(float(r[4]) > 0 for r in table["rows"])
+    assert "goal < 0.5 s" in out
+
+
+def test_backends_script(tmp_path):
+    js = tmp_path / "backends.json"
+    out = run_script("backends.py", "--batch", "2", "--T", "8", "--iters", "1", "--warmup", "0",
+                     "--model", "d_model=16", "--json", str(js))
+    table = load_table(js, out)
+    rows = {r[0]: r for r in table["rows"]}
+    assert float(rows["mambapy"][1]) > 0
+    if torch.cuda.is_available():
+        assert rows["mamba-ssm"][1] != "-" or rows["mamba-ssm"][6].startswith("skipped")
+    else:
+        assert rows["mamba-ssm"][6] == "skipped: needs CUDA (this run is on the CPU)"
+
+
+def test_extract_throughput_script(tmp_path):
+    js = tmp_path / "extract.json"
+    vids = tmp_path / "videos"
+    out = run_script("extract_throughput.py", "--K", "2", "--seconds", "2", "--T", "2",
+                     "--clip-model", "ViT-S-32", "--workers", "0", "1", "--warmup", "0",
+                     "--stage-videos", "1", "--gen-workers", "1", "--videos-dir", str(vids),
+                     "--json", str(js))
+    table = load_table(js, out)
+    rows = table["rows"]
+    assert [(r[0], r[1]) for r in rows[:2]] == [("ours (extract)", 0), ("ours (extract)", 1)]
+    assert rows[2][0].startswith("peer-style") and rows[2][5] == "1.00"
+    assert all(r[2] == 2 and float(r[4]) > 0 for r in rows)
+    meta = table["meta"]
+    assert meta["videos_made_now"] == 2
+    assert len(list(vids.rglob("*.mp4"))) == 2  # cached for the next run
+    stages = {(r[0].split()[0], r[1]) for r in meta["stages"]["rows"]}
+    assert {("ours", "decode"), ("ours", "CLIP"), ("ours", "VGGish"), ("ours", "write"),
+            ("peer-style", "ffmpeg frames"), ("peer-style", "PIL + CLIP")} <= stages
+    assert "Extraction: where the time goes" in out
+
+
+# ---- the pieces, in-process ----------------------------------------------------------------
+
+
+def test_synthetic_videos_are_cached_and_move(tmp_path):
+    import av
+
+    from extract_throughput import make_videos, synthetic_frames
+
+    frames = list(synthetic_frames(3, 0.4, 64, 48, 10))
+    assert len(frames) == 4 and frames[0].shape == (48, 64, 3) and frames[0].dtype == np.uint8
+    assert not np.array_equal(frames[0], frames[-1])  # the shapes move
+    paths, made = make_videos(tmp_path, 1, 1.0, 64, 48, 10, workers=1)
+    assert made == 1 and paths[0].is_file()
+    mtime = paths[0].stat().st_mtime_ns
+    again, made2 = make_videos(tmp_path, 1, 1.0, 64, 48, 10, workers=1)
+    assert made2 == 0 and again == paths and paths[0].stat().st_mtime_ns == mtime
+    with av.open(str(paths[0])) as c:
+        assert c.streams.video[0].codec_context.name == "h264"
+        assert c.streams.audio[0].codec_context.name == "aac"
+        assert c.streams.audio[0].codec_context.sample_rate == 44100
+
+
+def test_peer_ffmpeg_steps(tmp_path):
+    import soundfile as sf
+
+    from peer_style import extract_jpegs, extract_wav
+
+    video = make_video(tmp_path / "v.mp4", seconds=3.0, fps=10.0)
+    jpgs = extract_jpegs(video, tmp_path / "frames")
+    assert len(jpgs) in (3, 4) and all(p.suffix == ".jpg" for p in jpgs)
+    wav, sr = sf.read(str(extract_wav(video, tmp_path / "a.wav")), dtype="int16")
+    assert sr == 16000 and wav.ndim == 1 and abs(len(wav) / sr - 3.0) < 0.15
+    with pytest.raises(RuntimeError, match="ffmpeg failed"):
+        extract_jpegs(tmp_path / "missing.mp4", tmp_path / "none")
+
+
+def test_peer_npy_export_matches_store(store, tmp_path):
+    """The per-sample .npy path gives exactly the store's features (float16 -> float32)."""
+    from peer_style import NpyQADataset, export_npy, peer_loader
+    from store import FeatureStore
+
+    with FeatureStore(store) as fs:
+        counts = export_npy(fs, "train", tmp_path / "npy")
+        ds = NpyQADataset(tmp_path / "npy")
+        assert counts["questions"] == len(ds) == 64
+        qid_row = {int(q): i for i, q in enumerate(fs.question_ids)}
+        vrow = fs.question_video_row
+        for i in (0, 17, 63):
+            rec, item = ds.records[i], ds[i]
+            r = qid_row[rec["question_id"]]
+            v = int(vrow[r])
+            assert fs.video_ids[v] == rec["video_id"]
+            want = {"audio": fs.videos("audio", rows=slice(v, v + 1))[0],
+                    "visual": fs.videos("visual", rows=slice(v, v + 1))[0],
+                    "question": fs.questions("sentence", rows=slice(r, r + 1))[0]}
+            for key, value in want.items():
+                np.testing.assert_array_equal(item[key].numpy(), value.astype(np.float32))
+            assert int(item["answer"]) == int(fs.questions("answer", rows=slice(r, r + 1))[0])
+    batch = next(iter(peer_loader(tmp_path / "npy", batch_size=8, num_workers=0)))
+    assert batch["audio"].shape == (8, 8, 128) and batch["audio"].dtype == torch.float32
+    assert batch["question"].shape == (8, 512) and batch["answer"].shape == (8,)
+
+
+def test_flop_count_split_predicts_another_batch_shape():
+    """FLOPs per video / video pair / question, fitted on three batch shapes, predict the
+    counted FLOPs of a fourth exactly."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from model import build_model, variant_config
+    from train_throughput import model_flops, scan_flops_per_video, step_flops
+
+    torch.set_num_threads(2)
+    cfg = variant_config("shmamba", d_model=16, n_heads=4, backend="mambapy", dropout=0.0)
+    T = 4
+    flops = model_flops(cfg, T)
+    assert flops[0] > 0 and flops[1] > 0 and flops[2] > 0
+    model = build_model(cfg, seed=0)
+    V, B = 3, 7
+    with FlopCounterMode(display=False) as fc:
+        out = model(torch.randn(V, T, 128), torch.randn(V, T, 512), torch.randn(B, 512),
+                    video_index=torch.arange(B) % V)
+        (torch.nn.functional.cross_entropy(out.logits, torch.zeros(B, dtype=torch.long))
+         + out.align_loss).backward()
+    counted = fc.get_total_flops() + V * scan_flops_per_video(cfg, T)
+    assert step_flops(flops, V, V * V, B) == pytest.approx(counted, rel=1e-9)

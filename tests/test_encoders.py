@@ -1,0 +1,146 @@
+"""Encoders (real open_clip ViT-B-32 and torchvggish networks, random seeded weights) and weight
+resolution: token path vs encode_text, seeds, weight files, fail-fast without network."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from extract.encoders import ClipEncoder, VGGishEncoder
+from extract.weights import (ResolvedWeights, WeightsError, resolve_clip_weights,
+                             resolve_vggish_pca, resolve_vggish_weights, save_weights,
+                             sha256_file)
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return ClipEncoder("ViT-B-32", resolve_clip_weights("ViT-B-32", "random:0"), device="cpu",
+                       text_len=8)
+
+
+TEXTS = ["How many instruments are sounding",
+         "a",
+         "Is the violin on the left louder than the cello on the right of the stage during the "
+         "whole performance"]
+
+
+def test_token_path_sentence_equals_open_clip_encode_text(clip):
+    sent, tokens, mask = clip.encode_text(TEXTS)
+    ref = clip.encode_text_reference(TEXTS)
+    assert sent.shape == (3, 512) and tokens.shape == (3, 8, 512) and mask.shape == (3, 8)
+    np.testing.assert_allclose(sent, ref, rtol=1e-4, atol=1e-4)
+    ids = clip.tokenize(TEXTS)
+    n_real = (ids != 0).sum(1).numpy()          # SOT + words + EOT
+    assert mask.sum(1).tolist() == np.minimum(n_real, 8).tolist()
+    assert n_real[0] <= 8 and n_real[2] > 8      # one fits, one is truncated
+    assert not tokens[1][~mask[1]].any()         # padding positions are zero
+    # the EOT position's token embedding is the sentence embedding
+    eot = int(n_real[0]) - 1
+    np.testing.assert_allclose(tokens[0, eot], sent[0], rtol=1e-4, atol=1e-4)
+
+
+def test_image_embeddings_and_patch_tokens(clip):
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    emb, none = clip.encode_images(frames)
+    assert emb.shape == (3, 512) and none is None
+    pooled, patches = clip.encode_images(frames, patches=True)
+    assert patches.shape == (3, 49, 512) and clip.n_patches == 49
+    np.testing.assert_allclose(pooled, emb, rtol=1e-4, atol=1e-4)
+    one, _ = clip.encode_images(frames[1:2])      # batching does not change a frame's embedding
+    np.testing.assert_allclose(one[0], emb[1], rtol=1e-4, atol=1e-4)
+    assert not np.allclose(emb[0], emb[1])
+
+
+@pytest.fixture(scope="module")
+def vggish3():
+    return VGGishEncoder(resolve_vggish_weights("random:3"))
+
+
+def test_random_weights_are_seeded(vggish3):
+    b = VGGishEncoder(resolve_vggish_weights("random", seed=3))
+    c = VGGishEncoder(resolve_vggish_weights("random:6"))
+    x = np.random.default_rng(1).standard_normal((4, 96, 64)).astype(np.float32)
+    assert vggish3.weights.identity == b.weights.identity == "random:3"
+    assert np.array_equal(vggish3.encode(x), b.encode(x))
+    assert not np.allclose(vggish3.encode(x), c.encode(x))
+    assert vggish3.encode(x).shape == (4, 128)
+
+
+def test_vggish_weight_file_and_hub_cache(vggish3, tmp_path, monkeypatch):
+    seeded = vggish3
+    path = save_weights(seeded.model, tmp_path / "vggish.pt")
+    from_file = VGGishEncoder(resolve_vggish_weights(str(path)))
+    x = np.random.default_rng(3).standard_normal((5, 96, 64)).astype(np.float32)
+    assert np.array_equal(from_file.encode(x), seeded.encode(x))
+    assert from_file.weights.identity == f"sha256:{sha256_file(path)}"
+    # 'default' is found in the torch hub cache without any network
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    (hub / "vggish-10086976.pth").hardlink_to(path)
+    w = resolve_vggish_weights("default")
+    assert w.kind == "file" and w.tag == "default"
+    assert np.array_equal(VGGishEncoder(w).encode(x), seeded.encode(x))
+    with pytest.raises(WeightsError, match="not VGGish weights"):
+        bad = tmp_path / "bad.pt"
+        torch.save({"x": torch.zeros(2)}, bad)
+        VGGishEncoder(resolve_vggish_weights(str(bad)))
+
+
+def test_vggish_postprocess_matches_torchvggish(vggish3, tmp_path):
+    from torchvggish.torchvggish import Postprocessor
+
+    rng = np.random.default_rng(4)
+    pca = {"pca_eigen_vectors": torch.as_tensor(rng.standard_normal((128, 128)) * 0.05),
+           "pca_means": torch.as_tensor(rng.standard_normal(128) * 0.01)}
+    torch.save(pca, tmp_path / "pca.pth")
+    enc = VGGishEncoder(vggish3.weights, postprocess=True,
+                        pca=resolve_vggish_pca(str(tmp_path / "pca.pth")))
+    raw = vggish3
+    x = rng.standard_normal((6, 96, 64)).astype(np.float32) * 3
+    ref = Postprocessor.__new__(Postprocessor)   # the library's own post-processing, no download
+    ref._pca_matrix = pca["pca_eigen_vectors"].float()
+    ref._pca_means = pca["pca_means"].reshape(-1, 1).float()
+    expected = ref.postprocess(torch.as_tensor(raw.encode(x))).numpy()
+    got = enc.encode(x)
+    np.testing.assert_allclose(got, expected, atol=1.0)   # quantised: at most one step apart
+    assert (got == expected).mean() > 0.99
+    assert got.min() >= 0 and got.max() <= 255
+
+
+@pytest.mark.timeout(60)
+def test_default_weights_fail_fast_without_network_or_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHMAMBA_OFFLINE", "1")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    with pytest.raises(WeightsError) as err:
+        resolve_clip_weights("ViT-B-32", "default")
+    msg = str(err.value)
+    assert "--clip-weights /path/to/file" in msg and "openai" in msg and str(tmp_path) in msg
+    with pytest.raises(WeightsError, match="--vggish-weights /path/to/file"):
+        resolve_vggish_weights("default")
+    with pytest.raises(WeightsError, match="not a file, 'random', or a pretrained tag"):
+        resolve_clip_weights("ViT-B-32", "no-such-tag")
+    with pytest.raises(WeightsError, match="not found"):
+        resolve_clip_weights("ViT-B-32", str(tmp_path / "missing.pt"))
+    with pytest.raises(WeightsError, match="random:<integer seed>"):
+        resolve_vggish_weights("random:abc")
+
+
+def test_clip_tag_found_in_open_clip_url_cache(tmp_path, monkeypatch):
+    from extract.weights import clip_tag_cache
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    assert clip_tag_cache("ViT-B-32", "openai")[0] is None
+    cached = tmp_path / ".cache" / "clip" / "ViT-B-32.pt"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"stand-in for the openai file")
+    monkeypatch.setenv("SHMAMBA_OFFLINE", "1")
+    w = resolve_clip_weights("ViT-B-32", "default")
+    assert w == ResolvedWeights("tag", f"openai@sha256:{sha256_file(cached)}", path=str(cached),
+                                tag="openai")

@@ -1,0 +1,200 @@
+"""End-to-end extraction on real mp4 files: shapes, padding, audio flag, failures, questions,
+batched = one-video-at-a-time, weight files = seeded random, questions-only, CLI exit codes."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from extract.config import ExtractConfig
+from extract.discover import stat_video
+from extract.encoders import get_encoders
+from extract.pipeline import ExtractError, extract, extract_video_reference
+from extract.weights import save_weights, sha256_file
+from store import FeatureStore, store_info, verify_store
+from videos import (make_corrupt, make_video, store_by_id, write_music_annotations)
+
+torch.set_num_threads(2)
+
+BASE = dict(T=4, clip_weights="random:0", vggish_weights="random:0", text_len=8, batch_size=6, image_size=64,
+            shard_size=2, workers=0, device="cpu", text_batch_size=4)
+# float16 storage: values of order 1 keep ~3 significant digits
+F16 = dict(rtol=2e-2, atol=2e-3)
+
+QUESTIONS = [
+    (1, "a", '["Audio", "Counting"]', "How many instruments are sounding?", "two"),
+    (2, "b", '["Visual", "Location"]', "Where is the violin?", "left"),
+    (3, "c", '["Audio-Visual", "Existential"]', "Is there a voiceover?", "yes"),
+    (4, "zz", '["Audio", "Counting"]', "How many instruments are sounding?", "one"),   # no video
+    (5, "bad", '["Audio", "Counting"]', "How many instruments are sounding?", "one"),  # fails
+]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("extract")
+    vids = d / "videos"
+    make_video(vids / "a.mp4", 3.0, audio=True)                                     # 3 of 4 real
+    make_video(vids / "sub" / "b.mp4", 6.3, size=(96, 64), audio=False, seed=1)     # long, mute
+    make_video(vids / "c.mp4", 2.2, audio=True, seed=2)                             # 2 real
+    make_video(vids / "tiny.mp4", 1.2, fps=12, size=(16, 12), audio=True, seed=3)   # 1 real, tiny
+    make_corrupt(vids / "bad.mp4")
+    ann = write_music_annotations(d / "ann" / "qa-test.json", QUESTIONS)
+    cfg = ExtractConfig(videos=str(vids), annotations=str(ann), out=str(d / "feats.h5"), **BASE)
+    summary = extract(cfg, progress=False)
+    return SimpleNamespace(dir=d, vids=vids, ann=ann, cfg=cfg, summary=summary)
+
+
+def test_store_shapes_padding_audio_flag_failures(data):
+    s = data.summary
+    assert (s.videos_found, s.videos_extracted, len(s.failures)) == (5, 4, 1)
+    assert s.failures[0][0].endswith("bad.mp4") and "bad.mp4" in s.failures[0][1]
+    assert s.random_weights and all("random:0" in r for r in s.random_weights)
+    assert not verify_store(data.cfg.out)
+    with FeatureStore(data.cfg.out) as fs:
+        a = fs.attrs
+        assert (a["T"], a["visual_dim"], a["text_dim"], a["text_len"], a["patches"]) == (4, 512, 512, 8, 0)
+        assert a["encoders"]["visual"] == {"name": "ViT-B-32", "weights": "random:0"}
+        assert a["encoders"]["audio"]["weights"] == "random:0"
+        assert a["extractor_config"]["image_size"] == 64 and a["dataset"] == "music-avqa"
+        assert [f["path"] for f in fs.failures] == [str(data.vids / "bad.mp4")]
+        ids = fs.video_ids.tolist()
+        assert sorted(ids) == ["a", "b", "c", "tiny"]
+        row = {v: i for i, v in enumerate(ids)}
+        audio, visual = fs.videos("audio"), fs.videos("visual")
+        assert audio.shape == (4, 4, 128) and visual.shape == (4, 4, 512)
+        assert audio.dtype == np.float16
+        nseg = dict(zip(ids, fs.videos("n_segments").tolist()))
+        assert nseg == {"a": 3, "b": 4, "c": 2, "tiny": 1}
+        dur = dict(zip(ids, fs.videos("duration").tolist()))
+        assert dur["a"] == pytest.approx(3.0, abs=0.01) and dur["b"] == pytest.approx(6.3, abs=0.01)
+        present = dict(zip(ids, fs.videos("audio_present").tolist()))
+        assert present == {"a": True, "b": False, "c": True, "tiny": True}
+        assert not audio[row["b"]].any() and audio[row["a"]].any()
+        # padding repeats the last real segment; real segments differ from each other
+        for v, n in nseg.items():
+            for t in range(n, 4):
+                assert np.array_equal(visual[row[v], t], visual[row[v], n - 1])
+                assert np.array_equal(audio[row[v], t], audio[row[v], n - 1])
+        assert not np.allclose(visual[row["a"], 0], visual[row["a"], 1], atol=1e-3)
+        assert fs.source_index()["c"] == (os.path.getsize(data.vids / "c.mp4"),
+                                          os.path.getmtime(data.vids / "c.mp4"))
+
+
+def test_batched_extraction_equals_one_video_at_a_time(data):
+    enc = get_encoders(data.cfg)
+    vids, _ = store_by_id(data.cfg.out)
+    for vid, path in (("a", "a.mp4"), ("b", "sub/b.mp4"), ("c", "c.mp4"), ("tiny", "tiny.mp4")):
+        ref = extract_video_reference(stat_video(data.vids / path), data.cfg, enc)
+        got = vids[vid]
+        np.testing.assert_allclose(got["visual"].astype(np.float32), ref.visual, **F16)
+        np.testing.assert_allclose(got["audio"].astype(np.float32), ref.audio, **F16)
+        assert (got["n_segments"], got["audio_present"]) == (ref.n_segments, ref.audio_present)
+
+
+def test_questions_written_for_stored_videos_only(data):
+    s = data.summary
+    assert (s.questions_found, s.questions_added, s.questions_without_video) == (5, 3, 2)
+    enc = get_encoders(data.cfg)
+    _, qs = store_by_id(data.cfg.out)
+    assert sorted(qs) == [1, 2, 3]
+    texts = [qs[q]["text"] for q in (1, 2, 3)]
+    assert texts[1] == "Where is the violin"          # MUSIC-AVQA filling drops the '?'
+    ref = enc.clip.encode_text_reference(texts)
+    for q, r in zip((1, 2, 3), ref):
+        np.testing.assert_allclose(qs[q]["sentence"].astype(np.float32), r, **F16)
+    ids = enc.clip.tokenize(texts)
+    for q, n in zip((1, 2, 3), (ids != 0).sum(1).tolist()):
+        assert qs[q]["token_mask"].sum() == min(n, 8)
+    with FeatureStore(data.cfg.out) as fs:
+        vocab = fs.attrs["answer_vocab"]
+        types = fs.attrs["type_names"]
+    assert vocab[qs[1]["answer"]] == "two" and types[qs[2]["type"]] == "Visual/Location"
+    assert qs[3]["video_id"] == "c" and qs[3]["split"] == "test"
+
+
+def test_weight_files_give_the_features_of_the_seeded_random_weights(data, tmp_path):
+    enc = get_encoders(data.cfg)
+    clip_file = save_weights(enc.clip.model, tmp_path / "clip.safetensors")
+    vgg_file = save_weights(enc.vggish.model, tmp_path / "vggish.pt")
+    sub = tmp_path / "videos"
+    sub.mkdir()
+    for name in ("a.mp4", "c.mp4"):
+        os.link(data.vids / name, sub / name)          # same bytes, same mtime
+    out = tmp_path / "w.h5"
+    cfg = ExtractConfig(**dict(BASE, videos=str(sub), out=str(out), clip_weights=str(clip_file),
+                               vggish_weights=str(vgg_file)))
+    summary = extract(cfg, progress=False)
+    assert summary.random_weights == []
+    got, _ = store_by_id(out)
+    base, _ = store_by_id(data.cfg.out)
+    for v in ("a", "c"):
+        np.testing.assert_allclose(got[v]["visual"].astype(np.float32),
+                                   base[v]["visual"].astype(np.float32), **F16)
+        np.testing.assert_allclose(got[v]["audio"].astype(np.float32),
+                                   base[v]["audio"].astype(np.float32), **F16)
+    from cli import app
+
+    res = CliRunner().invoke(app, ["store", "info", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.output)
+    assert info["encoders"]["visual"]["weights"] == f"sha256:{sha256_file(clip_file)}"
+    assert info["encoders"]["audio"]["weights"] == f"sha256:{sha256_file(vgg_file)}"
+    assert store_info(out)["videos"] == 2
+
+
+def test_questions_only_adds_questions_without_decoding(data, tmp_path):
+    out = tmp_path / "feats.h5"
+    shutil.copy2(data.cfg.out, out)
+    shutil.copytree(data.dir / "feats.shards", tmp_path / "feats.shards")
+    before, _ = store_by_id(out)
+    ann = write_music_annotations(tmp_path / "more-val.json", [
+        (1, "a", '["Audio", "Counting"]', "How many instruments are sounding?", "two"),  # present
+        (10, "a", '["Visual", "Counting"]', "How many violins are there?", "one"),
+        (11, "tiny", '["Audio", "Comparative"]', "Is the cello louder than the piano?", "no"),
+        (12, "nope", '["Audio", "Counting"]', "How many instruments are sounding?", "one"),
+    ])
+    cfg = ExtractConfig(**dict(BASE, out=str(out), annotations=str(ann), questions_only=True))
+    s = extract(cfg, progress=False)
+    assert (s.videos_extracted, s.videos_found, s.failures) == (0, 0, [])
+    assert (s.questions_added, s.questions_skipped, s.questions_without_video) == (2, 1, 1)
+    after, qs = store_by_id(out)
+    assert sorted(qs) == [1, 2, 3, 10, 11]
+    assert qs[11]["split"] == "val" and qs[11]["video_id"] == "tiny"
+    for v in before:   # the videos are untouched
+        assert np.array_equal(before[v]["visual"], after[v]["visual"])
+    assert not verify_store(out)
+    with pytest.raises(ExtractError, match="no store"):
+        extract(ExtractConfig(**dict(cfg.__dict__, out=str(tmp_path / "none.h5"))), progress=False)
+
+
+def test_incompatible_rerun_names_the_field(data):
+    cfg = ExtractConfig(**dict(data.cfg.__dict__, T=5))
+    with pytest.raises(ExtractError, match="'T' is 4 there but 5 now"):
+        extract(cfg, progress=False)
+
+
+def test_cli_exit_status_with_and_without_strict(tmp_path):
+    from cli import app
+
+    make_video(tmp_path / "v" / "ok.mp4", 1.0, audio=True)
+    make_corrupt(tmp_path / "v" / "broken.mp4")
+    args = ["extract", "--videos", str(tmp_path / "v"), "--out", str(tmp_path / "f.h5"), "-T", "4",
+            "--clip-weights", "random:0", "--vggish-weights", "random:0", "--text-len", "8",
+            "--workers", "0", "--device", "cpu", "--batch-size", "6", "--shard-size", "2", "--image-size", "64",
+            "--text-batch-size", "4", "--quiet"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "broken.mp4" in res.output and "RANDOM WEIGHTS" in res.output
+    res = CliRunner().invoke(app, args + ["--strict"])        # resume: ok.mp4 skipped
+    assert res.exit_code == 1, res.output
+    assert store_info(tmp_path / "f.h5")["videos"] == 1
+    make_video(tmp_path / "v" / "deep" / "ok.mkv", 1.0, audio=False)
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "duplicate video id 'ok'" in res.output

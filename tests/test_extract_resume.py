@@ -1,0 +1,118 @@
+"""Resume: a `python cli.py extract` killed with SIGKILL after its first shard, then re-run, gives
+the store of an uninterrupted run; changed inputs are re-extracted; the store lock holds."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from extract.config import ExtractConfig
+from extract.pipeline import extract
+from store import StoreError, StoreLock, verify_store
+from store.layout import complete_shards
+from videos import assert_same_store, make_corrupt, make_video, store_by_id, write_music_annotations
+
+torch.set_num_threads(2)
+REPO = Path(__file__).resolve().parents[1]
+N_VIDEOS = 6
+OPTS = dict(T=4, clip_weights="random:0", vggish_weights="random:0", text_len=8, batch_size=4,
+            image_size=64, shard_size=1, workers=0, device="cpu", text_batch_size=4)
+
+
+def cli_args(videos: Path, out: Path) -> list[str]:
+    return ["extract", "--videos", str(videos), "--out", str(out), "-T", "4",
+            "--clip-weights", "random:0", "--vggish-weights", "random:0", "--text-len", "8",
+            "--batch-size", "4", "--image-size", "64", "--shard-size", "1", "--workers", "0",
+            "--device", "cpu", "--text-batch-size", "4", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("resume") / "videos"
+    for i in range(N_VIDEOS):
+        make_video(d / f"v{i}.mp4", 1.0 + 0.5 * i, audio=i % 3 != 1, seed=i)
+    make_corrupt(d / "broken.mp4")
+    # found under --videos because --annotations is not given
+    write_music_annotations(d / "qa" / "music-val.json", [
+        (100 + i, f"v{i}", '["Audio", "Counting"]', "How many instruments are sounding?", "one")
+        for i in range(N_VIDEOS)])
+    return d
+
+
+@pytest.fixture(scope="module")
+def reference(videos, tmp_path_factory):
+    """An uninterrupted run (in-process)."""
+    out = tmp_path_factory.mktemp("uninterrupted") / "feats.h5"
+    s = extract(ExtractConfig(videos=str(videos), out=str(out), **OPTS), progress=False)
+    assert (s.videos_extracted, len(s.failures), s.questions_added) == (N_VIDEOS, 1, N_VIDEOS)
+    return out
+
+
+@pytest.mark.timeout(300)
+def test_killed_run_resumes_to_the_uninterrupted_store(videos, reference, tmp_path):
+    out = tmp_path / "feats.h5"
+    first = tmp_path / "feats.shards" / "part-00000.h5"
+    proc = subprocess.Popen([sys.executable, "cli.py"] + cli_args(videos, out), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        _, err = proc.communicate()
+    assert first.exists(), err.decode(errors="replace")[-2000:]
+    assert proc.returncode == -signal.SIGKILL
+    done = len(complete_shards(out))
+    assert 1 <= done < N_VIDEOS, f"the kill came too late to test anything ({done} shards)"
+
+    again = subprocess.run([sys.executable, "cli.py"] + cli_args(videos, out) + ["--strict"],
+                           cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert again.returncode == 1, again.stdout + again.stderr     # --strict: broken.mp4 failed
+    assert "broken.mp4" in again.stdout
+    assert_same_store(out, reference, atol=2e-3)
+    assert not verify_store(out)
+    from cli import app
+
+    res = CliRunner().invoke(app, ["store", "verify", str(out)])
+    assert res.exit_code == 0 and res.output.startswith("OK"), res.output
+    assert not list((tmp_path / "feats.shards").glob(".*.tmp"))   # the crashed temp file is gone
+
+
+def test_changed_input_is_reextracted(videos, reference, tmp_path):
+    vids = tmp_path / "videos"
+    shutil.copytree(videos, vids, copy_function=os.link)     # same files, same mtimes
+    out = tmp_path / "feats.h5"
+    shutil.copy2(reference, out)
+    shutil.copytree(reference.parent / "feats.shards", tmp_path / "feats.shards")
+    before, _ = store_by_id(out)
+    (vids / "v0.mp4").unlink()
+    make_video(vids / "v0.mp4", 3.0, audio=True, seed=42)      # new content, new size and mtime
+    s = extract(ExtractConfig(videos=str(vids), out=str(out), **OPTS), progress=False)
+    assert (s.videos_changed, s.videos_extracted, s.videos_skipped) == (1, 1, N_VIDEOS - 1)
+    assert (s.questions_added, s.questions_skipped) == (0, N_VIDEOS)
+    after, qs = store_by_id(out)
+    assert sorted(after) == sorted(before)
+    assert before["v0"]["n_segments"] == 1 and after["v0"]["n_segments"] == 3
+    assert not np.allclose(after["v0"]["visual"].astype(np.float32),
+                           before["v0"]["visual"].astype(np.float32), atol=1e-2)
+    for v in ("v1", "v2"):
+        assert np.array_equal(after[v]["visual"], before[v]["visual"])
+    assert qs[100]["video_id"] == "v0"
+    assert not verify_store(out)
+
+
+def test_a_second_extractor_is_refused_by_the_lock(videos, tmp_path):
+    out = tmp_path / "feats.h5"
+    with StoreLock(out):
+        with pytest.raises(StoreError, match=f"pid {os.getpid()}"):
+            extract(ExtractConfig(videos=str(videos), out=str(out), **OPTS), progress=False)
