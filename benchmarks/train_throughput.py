@@ -23,12 +23,15 @@ our path vs a peer-style path in the same run, and the FLOP floor of an epoch.
   questions each path actually ran in its timed steps, scaled to one epoch, divided by
   ``--peak-tflops`` (bf16 dense; H100 SXM 989).  Elementwise work (norms, activations, the
   hyperbolic alignment's [V, V, d] distance tensors) is not counted: the floor is a lower bound.
+* Peak GiB (CUDA): ``torch.cuda.max_memory_allocated`` over the row, resident data included.
+  A batch size that runs out of memory gives an ``OOM`` row.
 
 CPU smoke run: ``--batch-sizes 16 32 --steps 2 --warmup 1 --peer-workers 0 --model d_model=16``.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import shutil
 import tempfile
 import time
@@ -151,6 +154,15 @@ def train_step(model, optimizers, autocast, audio, visual, question, answer, vid
         o.zero_grad(set_to_none=True)
 
 
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
 def new_model(model_cfg, device, args):
     from model import build_model
     from train.config import TrainConfig
@@ -164,6 +176,7 @@ def new_model(model_cfg, device, args):
 
 def time_ours(data, model_cfg, batch_size: int, device, args) -> dict:
     """QA/s and videos per question of our path at one batch size."""
+    reset_peak(device)
     model, run, opts = new_model(model_cfg, device, args)
     autocast = amp_ctx(device, args.amp)
     batches = endless_batches(data, args.split, batch_size, seed=args.seed)
@@ -184,7 +197,7 @@ def time_ours(data, model_cfg, batch_size: int, device, args) -> dict:
     sync(device)
     dt = time.perf_counter() - t
     del model, run, opts
-    return {"seconds": dt, "qa": qa, "videos": vids, "video_pairs": pairs}
+    return {"seconds": dt, "qa": qa, "videos": vids, "video_pairs": pairs, "peak_gib": peak_gib(device)}
 
 
 # ---- peer-style path ------------------------------------------------------------------------
@@ -193,6 +206,7 @@ def time_ours(data, model_cfg, batch_size: int, device, args) -> dict:
 def time_peer(export_dir: Path, model_cfg, device, args) -> dict:
     from peer_style import peer_loader
 
+    reset_peak(device)
     model, run, opts = new_model(model_cfg, device, args)
     autocast = amp_ctx(device, args.amp if args.peer_amp == "same" else "off")
     loader = peer_loader(export_dir, args.peer_batch, args.peer_workers,
@@ -219,7 +233,7 @@ def time_peer(export_dir: Path, model_cfg, device, args) -> dict:
     dt = time.perf_counter() - t
     del it, loader
     return {"seconds": dt, "qa": sum(sizes), "videos": sum(sizes),
-            "video_pairs": sum(b * b for b in sizes)}
+            "video_pairs": sum(b * b for b in sizes), "peak_gib": peak_gib(device)}
 
 
 # ---- main -----------------------------------------------------------------------------------
@@ -290,8 +304,9 @@ def main(argv: list[str] | None = None) -> dict:
             r = time_ours(data, model_cfg, bs, device, args)
         except torch.OutOfMemoryError:
             r = None
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+        if r is None and device.type == "cuda":  # free what the failed step held
+            gc.collect()
+            torch.cuda.empty_cache()
         note = "" if bs <= n_split else f"split has {n_split} questions: batches of {n_split}"
         entries.append(("ours (resident, dedup)", bs, r, note))
 
@@ -320,7 +335,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for name, bs, r, note in entries:
         if r is None:
-            rows.append([name, bs, "OOM", "-", "-", "-", "-", "-", note])
+            rows.append([name, bs, "OOM", "-", "-", "-", "-", "-", "-", note])
             continue
         qa_s = rate(r)
         epoch_s = args.epoch_size / qa_s
@@ -329,12 +344,13 @@ def main(argv: list[str] | None = None) -> dict:
             * (args.epoch_size / r["qa"]) / peak
         rows.append([name, bs, f"{qa_s:,.0f}", f"{epoch_s:.3f}", f"{v_per_q:.3f}", f"{floor_s:.4f}",
                      f"{epoch_s / floor_s:.1f}",
-                     f"{qa_s / peer_qa_s:.2f}" if peer_qa_s else "-", note])
+                     f"{qa_s / peer_qa_s:.2f}" if peer_qa_s else "-",
+                     "-" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}", note])
     ours_ok = [(bs, rate(r)) for name, bs, r, _ in entries if r is not None and name.startswith("ours")]
     best_bs, best_qa_s = max(ours_ok, key=lambda x: x[1]) if ours_ok else (None, None)
 
     cols = ["path", "batch", "QA/s", f"epoch s ({args.epoch_size:,} QA)", "videos/QA",
-            "FLOP floor s/epoch", "measured/floor", "x peer-style", "note"]
+            "FLOP floor s/epoch", "measured/floor", "x peer-style", "peak GiB", "note"]
     meta = {
         "device": dev_name, "store": str(args.store), "split": args.split, "split_questions": n_split,
         "T": T, "variant": args.variant, "model": model_cfg.to_dict(), "amp": args.amp,

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .config import SHMambaConfig
 from .fusion import AttentionPool, ConcatFusion, CrossFusion

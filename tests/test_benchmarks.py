@@ -139,6 +139,18 @@ def test_extract_throughput_script(tmp_path):
 # ---- the pieces, in-process ----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("name", ["extract_throughput", "train_throughput", "inference", "backends"])
+def test_help(name, capsys):
+    import importlib
+
+    module = importlib.import_module(name)
+    with pytest.raises(SystemExit) as exc:
+        module.main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage:") and "--json" in text
+
+
 def test_synthetic_videos_are_cached_and_move(tmp_path):
     import av
 

@@ -211,9 +211,10 @@ def tensorize(obj: Any) -> Any:
     return obj
 
 
-def capture_rng() -> dict:
-    """The torch (CPU and every CUDA device), numpy and Python RNG states, as checkpointable
-    data."""
+def capture_rng(device: torch.device | None = None) -> dict:
+    """The torch CPU, numpy and Python RNG states and, for a CUDA ``device``, that device's
+    generator (only it: touching the others would create a context on every card), as
+    checkpointable data."""
     import random
 
     import numpy as np
@@ -222,7 +223,8 @@ def capture_rng() -> dict:
     py_version, py_state, py_gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
-        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
+        "cuda": [torch.cuda.get_rng_state(device)]
+        if device is not None and device.type == "cuda" else [],
         "numpy": {"bit_generator": np_state["bit_generator"],
                   "key": torch.from_numpy(np_state["state"]["key"].astype("int64")),
                   "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
@@ -231,16 +233,15 @@ def capture_rng() -> dict:
     }
 
 
-def restore_rng(state: dict) -> None:
-    """Inverse of :func:`capture_rng`."""
+def restore_rng(state: dict, device: torch.device | None = None) -> None:
+    """Inverse of :func:`capture_rng` (the CUDA state goes to ``device``, if both exist)."""
     import random
 
     import numpy as np
 
     torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        cuda = list(state["cuda"])[: torch.cuda.device_count()]
-        torch.cuda.set_rng_state_all(cuda)
+    if state.get("cuda") and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"][0], device)
     n = state["numpy"]
     np.random.set_state({"bit_generator": n["bit_generator"],
                          "state": {"key": n["key"].numpy().astype("uint32"), "pos": n["pos"]},

@@ -378,7 +378,7 @@ def _train_in(cfg, ctx, run_dir, resuming, store, dims, model_cfg, log, logger_o
             o.load_state_dict(s)
         for sch, s in zip(schedulers, state["schedulers"], strict=True):
             sch.load_state_dict(s)
-        restore_rng(state["rng"])
+        restore_rng(state["rng"], ctx.device)
         generator.set_state(state["data_generator"])
         loop = state["loop"]
         start_epoch, step = int(loop["epoch"]) + 1, int(loop["step"])
@@ -505,15 +505,16 @@ def _train_in(cfg, ctx, run_dir, resuming, store, dims, model_cfg, log, logger_o
             if ctx.is_main:
                 state = {"optimizers": [o.state_dict() for o in optimizers],
                          "schedulers": [s.state_dict() for s in schedulers],
-                         "rng": capture_rng(), "data_generator": generator.get_state(),
+                         "rng": capture_rng(ctx.device), "data_generator": generator.get_state(),
                          "loop": {"epoch": epoch, "step": step, "best_val": best_val,
                                   "best_epoch": best_epoch, "bad_evals": bad_evals,
                                   "stopped_early": stopped_early}}
                 meta = {**ckpt_meta_base, "step": step, "val_overall": row["val_overall"],
                         "train_loss": row["train_loss"]}
+                # metrics first: a resume truncates rows newer than its checkpoint
+                append_metrics(run_dir, row)
                 save_checkpoint(run_dir / "checkpoints", epoch, model, tensorize(state), meta,
                                 links=("last", "best") if improved else ("last",))
-                append_metrics(run_dir, row)
             barrier(ctx)
             last_row = row
             val_txt = "-" if row["val_overall"] is None else f"{row['val_overall']:.2f}"
