@@ -170,7 +170,7 @@ def new_model(model_cfg, device, args):
 
     model = build_model(model_cfg, seed=0).to(device).train()
     opts = make_optimizers(model, TrainConfig(lr=args.lr))
-    run = torch.compile(model, dynamic=True) if args.compile else model
+    run = torch.compile(model) if args.compile else model
     return model, run, opts
 
 

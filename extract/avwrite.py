@@ -32,28 +32,44 @@ def _even_pad(frame: np.ndarray, where: str) -> np.ndarray:
     return np.ascontiguousarray(frame)
 
 
-# BT.601 limited-range ("tv") RGB -> YCbCr, the matrix swscale uses for rgb24 -> yuv420p
-_RGB2YUV = np.array([[65.481, 128.553, 24.966],
-                     [-37.797, -74.203, 112.0],
-                     [112.0, -93.786, -18.214]], dtype=np.float32) / 255.0
-
-
 def rgb_to_yuv420p(frame: np.ndarray) -> np.ndarray:
-    """``[H, W, 3]`` uint8 RGB (H, W even) -> ``[H * 3 // 2, W]`` uint8 planar Y, U, V (BT.601
-    limited range, chroma = mean of each 2x2 block), the layout ``av.VideoFrame.from_ndarray``
-    takes for 'yuv420p'.  Done here rather than by swscale because swscale's output depended on
-    uninitialised row padding (the same frames gave different bytes run to run)."""
+    """``[H, W, 3]`` uint8 RGB (H, W even) -> ``[H * 3 // 2, W]`` uint8 planar Y, U, V, the
+    layout ``av.VideoFrame.from_ndarray`` takes for 'yuv420p'.  BT.601 limited range in the
+    usual 8-bit integer form (the matrix swscale uses), chroma from the mean of each 2x2 block.
+    Done here rather than by swscale so that every input byte the encoder sees is set (see
+    :func:`yuv420p_frame`): encoded bytes are then reproducible."""
     h, w = frame.shape[:2]
-    yuv = frame.astype(np.float32) @ _RGB2YUV.T
-    y = yuv[..., 0] + 16.0
-    uv = yuv[..., 1:].reshape(h // 2, 2, w // 2, 2, 2).mean(axis=(1, 3)) + 128.0
+    f = frame.astype(np.int32)
+    r, g, b = f[..., 0], f[..., 1], f[..., 2]
     out = np.empty((h * 3 // 2, w), dtype=np.uint8)
     flat = out.reshape(-1)
+    flat[:h * w] = (((66 * r + 129 * g + 25 * b + 128) >> 8) + 16).reshape(-1)
+    s = f[0::2, 0::2] + f[1::2, 0::2] + f[0::2, 1::2] + f[1::2, 1::2]  # 4 x block mean
+    rs, gs, bs = s[..., 0], s[..., 1], s[..., 2]
     q = h * w // 4
-    flat[:h * w] = np.clip(np.rint(y), 0, 255).reshape(-1)
-    flat[h * w:h * w + q] = np.clip(np.rint(uv[..., 0]), 0, 255).reshape(-1)
-    flat[h * w + q:] = np.clip(np.rint(uv[..., 1]), 0, 255).reshape(-1)
+    flat[h * w:h * w + q] = (((-38 * rs - 74 * gs + 112 * bs + 512) >> 10) + 128).reshape(-1)
+    flat[h * w + q:] = (((112 * rs - 94 * gs - 18 * bs + 512) >> 10) + 128).reshape(-1)
     return out
+
+
+def yuv420p_frame(yuv: np.ndarray) -> av.VideoFrame:
+    """A 'yuv420p' ``av.VideoFrame`` from :func:`rgb_to_yuv420p` output, with every byte of its
+    planes set, row padding included (edge-replicated).  ``VideoFrame.from_ndarray`` leaves the
+    padding uninitialised, and x264 reads it: the same frames then encode to different bytes
+    depending on what the heap held before."""
+    w, h = yuv.shape[1], yuv.shape[0] * 2 // 3
+    vf = av.VideoFrame(w, h, "yuv420p")
+    flat = yuv.reshape(-1)
+    start = 0
+    for plane in vf.planes:
+        pw, ph = plane.width, plane.height
+        data = flat[start:start + pw * ph].reshape(ph, pw)
+        start += pw * ph
+        rows = plane.buffer_size // plane.line_size
+        if plane.line_size != pw or rows != ph:
+            data = np.pad(data, ((0, rows - ph), (0, plane.line_size - pw)), mode="edge")
+        plane.update(np.ascontiguousarray(data))
+    return vf
 
 
 def _fps_fraction(fps: float) -> Fraction:
@@ -117,6 +133,7 @@ def write_av(path: str | Path,
             vstream = None
             astream = None
             a_pos = 0  # next audio sample to encode
+            prev_rgb = prev_yuv = None
             for i, frame in enumerate(it):
                 frame = _even_pad(np.asarray(frame), f"{path}: frame {i}")
                 if vstream is None:
@@ -144,7 +161,9 @@ def write_av(path: str | Path,
                     t = float(times[i])
                 else:
                     t = float(i / rate)
-                vf = av.VideoFrame.from_ndarray(rgb_to_yuv420p(frame), format="yuv420p")
+                if prev_rgb is None or not np.array_equal(frame, prev_rgb):
+                    prev_rgb, prev_yuv = frame.copy(), rgb_to_yuv420p(frame)  # still scenes: once
+                vf = yuv420p_frame(prev_yuv)
                 if times is not None:
                     vf.pts = int(round(t / _VFR_TIME_BASE))
                     vf.time_base = _VFR_TIME_BASE

@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .weights import (ResolvedWeights, WeightsError, load_state_dict_file, resolve_clip_weights,
                       resolve_vggish_pca, resolve_vggish_weights)

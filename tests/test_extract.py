@@ -198,3 +198,21 @@ def test_cli_exit_status_with_and_without_strict(tmp_path):
     make_video(tmp_path / "v" / "deep" / "ok.mkv", 1.0, audio=False)
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 2 and "duplicate video id 'ok'" in res.output
+
+
+def test_config_file_then_cli_overrides(tmp_path):
+    from extract.config import load_extract_config
+    from store.config_io import ConfigError
+
+    f = tmp_path / "extract.toml"
+    f.write_text('videos = "/data/v"\nT = 8\nsampling = "uniform"\nworkers = 3\n', encoding="utf-8")
+    cfg = load_extract_config(f, {"T": 10, "workers": None, "clip_weights": "random:1"})
+    assert (cfg.videos, cfg.T, cfg.sampling, cfg.workers, cfg.clip_weights) == \
+        ("/data/v", 10, "uniform", 3, "random:1")
+    assert cfg.fps == 1.0 and cfg.clip_model == "ViT-B-32"      # defaults
+    with pytest.raises(ConfigError, match="sampling"):
+        load_extract_config(None, {"sampling": "random"})
+    with pytest.raises(ConfigError, match="unknown field"):
+        load_extract_config(None, {"segmentz": 3})
+    with pytest.raises(ConfigError, match="either scheduler or dask_workers"):
+        load_extract_config(None, {"scheduler": "tcp://h:1", "dask_workers": 2})
