@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     t_load = time.perf_counter() - t
     n = len(data.splits[args.split])
     model = build_model(model_cfg, seed=args.seed).to(device).eval()
-    run = torch.compile(model, dynamic=True) if args.compile else model
+    run = torch.compile(model) if args.compile else model
 
     rows, best = [], None
     for bs in args.batch_sizes:

@@ -98,7 +98,7 @@ def write_av(path: str | Path,
              audio_codec: str = "aac",
              crf: int = 23,
              frame_times: Sequence[float] | None = None,
-             preset: str = "veryfast",
+             preset: str = "superfast",
              threads: int = 0) -> Path:
     """Write ``frames`` (``[N, H, W, 3]`` uint8 RGB, or an iterable of ``[H, W, 3]`` frames) and
     optional mono ``audio`` (float in [-1, 1] at ``sample_rate``) to the mp4 file ``path``.
@@ -106,8 +106,10 @@ def write_av(path: str | Path,
     ``frame_times`` (seconds, strictly increasing, one per frame) gives variable-frame-rate
     timestamps; otherwise frame ``i`` is shown at ``i / fps``.  ``fps`` is always recorded as
     the stream's nominal rate.  The file is written to a temporary name and renamed into place,
-    so a crash never leaves a truncated ``path``.  ``preset`` is the x264 speed preset;
-    ``threads=1`` makes the encoded bytes reproducible (0 = the encoder's choice).  AAC uses
+    so a crash never leaves a truncated ``path``.  ``preset`` is the x264 speed preset.
+    ``threads=1`` makes the encoded bytes reproducible (0 = the encoder's choice) — with presets
+    up to 'superfast' only: the mb-tree lookahead of 'veryfast' and slower reads uninitialised
+    memory and gives run-to-run different bytes (pictures equal to within one level).  AAC uses
     FFmpeg's 'fast' coder.
     Returns ``path``.
     """

@@ -517,7 +517,12 @@ def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> E
     if cfg.questions_only and not cfg.annotations and not cfg.videos:
         raise ExtractError("--questions-only needs --annotations (or --videos holding annotation files)")
     entry.parent.mkdir(parents=True, exist_ok=True)
-    with StoreLock(entry):
+    with StoreLock(entry) as lock:
+        if lock.took_over is not None:
+            from store.lock import describe
+
+            log.warning("took over the store lock left by %s (that process is gone)",
+                        describe(lock.took_over))
         for t in temp_files(entry):     # we hold the lock: no writer of ours is running
             t.unlink(missing_ok=True)
         if complete_shards(entry):
@@ -530,9 +535,10 @@ def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> E
             raise ExtractError(f"--questions-only: no store at {entry}; extract the videos first")
 
         videos: list[VideoFile] = []
+        rejected: list[tuple[str, str]] = []     # files that cannot be inputs: recorded failures
         if not cfg.questions_only:
-            videos = discover_videos(cfg.videos)
-        summary.videos_found = len(videos)
+            videos = discover_videos(cfg.videos, rejected)
+        summary.videos_found = len(videos) + len(rejected)
 
         store_vocab = _vocab_from_attrs(existing_attrs) if existing_attrs else None
         records, vocab = _load_records(cfg, store_vocab)
@@ -579,6 +585,9 @@ def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> E
             summary.videos_extracted += r.videos
             summary.questions_added += r.questions
             summary.failures.extend(r.failures)
+
+        if rejected:
+            on_result(write_shard(entry, attrs, failures=rejected))
 
         bar = _Progress(progress, console)
         runner = None

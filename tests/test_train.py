@@ -230,3 +230,22 @@ def test_training_lowers_the_loss_and_writes_every_artefact(gen, tmp_path):
     # a second run with the same name is refused; latest follows the newest run
     with pytest.raises(Exception, match="already exists"):
         train(cfg)
+
+
+def test_video_grouped_order_keeps_each_videos_questions_together(gen):
+    from train.data import video_grouped_order
+
+    data = StoreData(FeatureStore(gen.path), ["train"], "cpu", with_tokens=False)
+    vloc = data.splits["train"].video_local
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    order = video_grouped_order(vloc, g1)
+    assert sorted(order.tolist()) == list(range(len(vloc)))             # a permutation
+    assert torch.equal(order, video_grouped_order(vloc, g2))           # seeded
+    runs = vloc[order.numpy()]
+    changes = int((runs[1:] != runs[:-1]).sum())
+    assert changes == len(np.unique(vloc)) - 1                         # one run per video
+    assert not torch.equal(order, video_grouped_order(vloc, g1))        # a new order next epoch
+    # batches then hold far fewer distinct videos than questions
+    batches = batch_indices(order, 16)
+    distinct = sum(len(data.batch("train", b).videos) for b in batches)
+    assert distinct < 0.5 * len(vloc)

@@ -355,9 +355,23 @@ def store_path(store: FeatureStore) -> str:
 
 
 def epoch_order(n: int, generator: torch.Generator) -> torch.Tensor:
-    """This epoch's question order: ``torch.randperm`` on a seeded CPU generator (the same order
-    on every device and every rank)."""
+    """A random question order: ``torch.randperm`` on a seeded CPU generator (the same order on
+    every device and every rank)."""
     return torch.randperm(n, generator=generator)
+
+
+def video_grouped_order(video_local: np.ndarray, generator: torch.Generator) -> torch.Tensor:
+    """A random order in which the questions of each video are consecutive: the videos in a
+    random order, each video's questions in a random order.  Cut into batches, most questions
+    then share their batch with the other questions of their video, so the per-video path
+    (projection, alignment, temporal blocks, fusion) runs ~questions-per-video times less often
+    than with :func:`epoch_order`.  Vectorised: two ``randperm`` draws and one ``lexsort``."""
+    video_local = np.asarray(video_local, dtype=np.int64)
+    n = len(video_local)
+    n_v = int(video_local.max()) + 1 if n else 0
+    video_rank = torch.randperm(n_v, generator=generator).numpy()
+    tie = torch.randperm(n, generator=generator).numpy()
+    return torch.from_numpy(np.lexsort((tie, video_rank[video_local])).astype(np.int64))
 
 
 def batch_indices(order: torch.Tensor, batch_size: int, drop_last: bool = False,

@@ -1,6 +1,8 @@
 """The training loop: ``train(cfg) -> RunResult``.
 
-One epoch = a seeded permutation of the train split cut into global batches; every rank takes its
+One epoch = a seeded permutation of the train split (by default video-grouped: the questions of a
+video are consecutive, see :func:`train.data.video_grouped_order`, so a batch runs each video's
+per-video path once for several of its questions) cut into global batches; every rank takes its
 contiguous slice of each global batch (see :mod:`train.distributed`).  Per step: bf16 autocast on
 CUDA, loss = CE + lambda * alignment, backward, global grad-norm clipping, AdamW (plus
 geoopt's RiemannianAdam for manifold parameters, if the model has any), LR schedule step.
@@ -35,7 +37,8 @@ import torch.nn.functional as F
 from .checkpoint import (capture_rng, check_compatible, find_checkpoint, restore_rng,
                          save_checkpoint, tensorize)
 from .config import TrainConfig, config_dict, resume_config
-from .data import StoreData, batch_indices, epoch_order, open_store, store_dims
+from .data import (StoreData, batch_indices, epoch_order, open_store, store_dims,
+                   video_grouped_order)
 from .distributed import (DistContext, all_gather_cat, all_reduce_sum, barrier, broadcast_object,
                           init_distributed, rank_slice, shutdown)
 from .runs import (CONFIG_FILE, STORE_FILE, RunError, append_metrics, close_logger,
@@ -413,7 +416,8 @@ def _train_in(cfg, ctx, run_dir, resuming, store, dims, model_cfg, log, logger_o
     with _progress(console, show_progress) as progress:
         for epoch in range(start_epoch, cfg.epochs + 1):
             t0 = time.perf_counter()
-            order = epoch_order(n_train, generator)
+            order = (video_grouped_order(train_info.video_local, generator)
+                     if cfg.sampler == "video" else epoch_order(n_train, generator))
             global_batches = batch_indices(order, cfg.batch_size, cfg.drop_last, ctx.world)
             local_batches, norms = [], []
             for gb in global_batches:
