@@ -24,6 +24,7 @@ The ffmpeg binary is the one ``imageio-ffmpeg`` ships (``pip install imageio-ffm
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -34,19 +35,23 @@ import numpy as np
 import torch
 
 
-def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary shipped by imageio-ffmpeg (clear error when it is missing)."""
+def ffmpeg_exe() -> str | None:
+    """Path of an ffmpeg binary: imageio-ffmpeg's, else one on PATH, else None (then the same two
+    steps run through PyAV's bundled FFmpeg libraries: same decode work, no CLI)."""
     try:
         import imageio_ffmpeg
-    except ImportError:
-        raise RuntimeError("the peer-style pipeline needs ffmpeg: pip install imageio-ffmpeg "
-                           "(in the dev extra)") from None
-    return imageio_ffmpeg.get_ffmpeg_exe()
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        return shutil.which("ffmpeg")
 
 
 def run_ffmpeg(args: list[str], what: str) -> None:
     """Run ffmpeg quietly; a failure raises RuntimeError with ffmpeg's message and ``what``."""
-    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
+    exe = ffmpeg_exe()
+    if exe is None:
+        raise RuntimeError("no ffmpeg binary (pip install imageio-ffmpeg)")
+    cmd = [exe, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"ffmpeg failed on {what} (exit {proc.returncode}): "
@@ -57,8 +62,11 @@ def extract_jpegs(video: str | Path, out_dir: str | Path, fps: float = 1.0) -> l
     """Step 1: ffmpeg to ``fps`` JPEG files per second of ``video``; returns them in order."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    run_ffmpeg(["-i", str(video), "-vf", f"fps={fps:g}", "-q:v", "2", str(out_dir / "%05d.jpg")],
-               str(video))
+    if ffmpeg_exe() is None:
+        _pyav_jpegs(video, out_dir, fps)
+    else:
+        run_ffmpeg(["-i", str(video), "-vf", f"fps={fps:g}", "-q:v", "2", str(out_dir / "%05d.jpg")],
+                   str(video))
     files = sorted(out_dir.glob("*.jpg"))
     if not files:
         raise RuntimeError(f"ffmpeg wrote no frames for {video}")
@@ -69,9 +77,47 @@ def extract_wav(video: str | Path, out_wav: str | Path, sample_rate: int = 16000
     """Step 2: the sound track as a mono 16-bit wav at ``sample_rate``."""
     out_wav = Path(out_wav)
     out_wav.parent.mkdir(parents=True, exist_ok=True)
-    run_ffmpeg(["-i", str(video), "-vn", "-ac", "1", "-ar", str(sample_rate), "-acodec",
-                "pcm_s16le", str(out_wav)], str(video))
+    if ffmpeg_exe() is None:
+        _pyav_wav(video, out_wav, sample_rate)
+    else:
+        run_ffmpeg(["-i", str(video), "-vn", "-ac", "1", "-ar", str(sample_rate), "-acodec",
+                    "pcm_s16le", str(out_wav)], str(video))
     return out_wav
+
+
+def _pyav_jpegs(video: str | Path, out_dir: Path, fps: float) -> None:
+    """What ``ffmpeg -vf fps=F -q:v 2`` does, through PyAV: decode every frame, keep the first frame
+    of each 1/F-second slot, write it as a high-quality JPEG."""
+    import av
+    from PIL import Image
+
+    n = 0
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        for frame in container.decode(stream):
+            if frame.time is None or frame.time < n / fps:
+                continue
+            n += 1
+            Image.fromarray(frame.to_ndarray(format="rgb24")).save(out_dir / f"{n:05d}.jpg", quality=95)
+
+
+def _pyav_wav(video: str | Path, out_wav: Path, sample_rate: int) -> None:
+    """What ``ffmpeg -vn -ac 1 -ar SR -acodec pcm_s16le`` does, through PyAV + soundfile."""
+    import av
+    import soundfile as sf
+
+    chunks = []
+    with av.open(str(video)) as container:
+        if not container.streams.audio:
+            raise RuntimeError(f"{video}: no audio stream")
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
+        for frame in container.decode(container.streams.audio[0]):
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray().reshape(-1))
+        for out in resampler.resample(None):
+            chunks.append(out.to_ndarray().reshape(-1))
+    sf.write(str(out_wav), np.concatenate(chunks) if chunks else np.zeros(0, np.int16), sample_rate,
+             subtype="PCM_16")
 
 
 def fit_length(arr: np.ndarray, T: int) -> np.ndarray:
