@@ -287,12 +287,38 @@ def detect_format(record: Any) -> str | None:
     return None
 
 
+def _failing_record(text: str) -> int | None:
+    """For a JSON text that does not parse: the index of the top-level list element where
+    parsing stops (None when the text is not a list).  The slow path, run only after an error."""
+    dec = json.JSONDecoder()
+    ws = re.compile(r"[ \t\n\r]*")
+    i = ws.match(text, 0).end()
+    if not text.startswith("[", i):
+        return None
+    i, k = i + 1, 0
+    while True:
+        i = ws.match(text, i).end()
+        try:
+            _, i = dec.raw_decode(text, i)
+        except json.JSONDecodeError:
+            return k
+        i = ws.match(text, i).end()
+        if text.startswith(",", i):
+            i, k = i + 1, k + 1
+        else:
+            return k + 1 if not text.startswith("]", i) else None
+
+
 def _read_json(path: Path) -> Any:
     try:
         with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+            text = fh.read()
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise AnnotationError(f"{path}: not valid JSON: {exc}") from exc
+        k = _failing_record(text)
+        where = f" in record {k}" if k is not None else ""
+        raise AnnotationError(f"{path}: not valid JSON{where} (line {exc.lineno}, column "
+                              f"{exc.colno}): {exc.msg}") from exc
     except UnicodeDecodeError as exc:
         raise AnnotationError(f"{path}: not UTF-8 text: {exc}") from exc
     except OSError as exc:

@@ -5,9 +5,10 @@ MUSIC-AVQA-format question files whose answers are known.
     out/scenes.json                        the scene description each video was rendered from
     out/annotations/avqa-{train,val,test}.json   MUSIC-AVQA records, split by video (70/15/15)
 
-Everything but the encoder's bytes is a function of the config (seed included): the scenes, the
-questions, the split and the annotation files are byte-identical for a seed; videos are encoded
-single-threaded per file (in parallel over files), which makes x264's output reproducible too.
+Everything is a function of the config (seed included): the scenes, the questions, the split
+and the annotation files are byte-identical for a seed; videos are encoded
+single-threaded per file (in parallel over files) with x264's 'superfast' preset, which makes
+the video files byte-identical too (see :func:`extract.avwrite.write_av`).
 :func:`plan` builds scenes and questions without writing any video (fast; used for balance
 checks), :func:`synthesize` writes everything.
 """
@@ -232,7 +233,7 @@ def synthesize(out_dir: str | Path, n_videos: int | None = None, seed: int | Non
     ``progress(done, total)`` is called after each video.
 
     ``out_dir`` must be empty, missing, or an earlier synth output (it has ``scenes.json``);
-    stale ``videos/synth_*.mp4`` of an earlier, larger run are removed.
+    the files of an earlier output with another config are removed first.
     """
     t0 = time.perf_counter()
     if config is None:
@@ -251,15 +252,16 @@ def synthesize(out_dir: str | Path, n_videos: int | None = None, seed: int | Non
                               "choose an empty or new folder")
     p = plan(config)
     doc = _json_bytes(scenes_document(p))
-    same = scenes_path.is_file() and scenes_path.read_bytes() == doc
     (out / "videos").mkdir(parents=True, exist_ok=True)
     (out / "annotations").mkdir(parents=True, exist_ok=True)
-    if not same and scenes_path.exists():
-        scenes_path.unlink()  # an interrupted rewrite must not look up to date
-    wanted = {Path(s["file"]).name for s in p.scenes}
-    for f in (out / "videos").glob("synth_*.mp4"):
-        if f.name not in wanted or not same:
+    if not (scenes_path.is_file() and scenes_path.read_bytes() == doc):
+        # another config: nothing of the old output is valid.  scenes.json goes first, so an
+        # interrupted run resumes (every video file is complete or absent, see write_av);
+        # the annotation files come last and mark a complete output.
+        for f in list((out / "annotations").glob("avqa-*.json")) + \
+                list((out / "videos").glob("synth_*.mp4")):
             f.unlink()
+        _write_atomic(scenes_path, doc)
     todo = [s for s in p.scenes if not (out / s["file"]).is_file()]
     n_bytes = 0
     workers = config.workers or (os.cpu_count() or 1)
@@ -284,7 +286,6 @@ def synthesize(out_dir: str | Path, n_videos: int | None = None, seed: int | Non
                     progress(done, len(todo))
     for split, recs in p.records.items():
         _write_atomic(out / "annotations" / f"avqa-{split}.json", _json_bytes(recs))
-    _write_atomic(scenes_path, doc)  # last: its presence marks a complete output
     durations = [s["duration"] for s in p.scenes]
     all_recs = [r for recs in p.records.values() for r in recs]
     return SynthSummary(

@@ -11,15 +11,14 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-import h5py
 import numpy as np
 
 from .attrs import read_attrs, write_attrs
 from .checksums import BlockCrc
 from .errors import StoreError
-from .h5io import open_h5, read_str
+from .h5io import memory_h5, open_h5, read_str
 from .index import rebuild_index
-from .layout import complete_shards, entry_of, fsync_dir, fsync_file
+from .layout import complete_shards, entry_of, fsync_dir
 from .schema import CHECK_BLOCK, VIDEO_FIELDS, field_required
 from .writer import create_shard_datasets
 
@@ -36,7 +35,7 @@ def _rewrite_without(path: Path, keep: np.ndarray) -> bool:
         if n_keep == 0 and int(attrs.get("n_questions", 0)) == 0 and int(attrs.get("n_failures", 0)) == 0:
             return False
         try:
-            with h5py.File(tmp, "w") as dst:
+            with memory_h5(tmp) as dst:
                 write_attrs(dst, {k: v for k, v in attrs.items() if k not in ("complete",)})
                 dst.attrs["complete"] = False
                 create_shard_datasets(dst, attrs)
@@ -62,7 +61,6 @@ def _rewrite_without(path: Path, keep: np.ndarray) -> bool:
                     src.copy(src[f"checksums/{group}"], dst["checksums"], name=group)
                 dst.attrs["n_videos"] = n_keep
                 dst.attrs["complete"] = True
-            fsync_file(tmp)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise

@@ -1,8 +1,10 @@
 """Small h5py helpers shared by the writer, reader, index and verifier."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from typing import Iterator
 
 import h5py
 import numpy as np
@@ -50,3 +52,29 @@ def open_h5(path: str | os.PathLike, what: str = "file") -> h5py.File:
         return h5py.File(path, "r")
     except OSError as exc:
         raise StoreError(f"{what} {path} cannot be read as HDF5 (truncated or corrupt?): {exc}") from None
+
+
+def write_synced(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` (created or truncated) and fsync it."""
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+@contextlib.contextmanager
+def memory_h5(path: str | os.PathLike) -> Iterator[h5py.File]:
+    """A new HDF5 file built in memory (``core`` driver, no backing store) and written to
+    ``path`` (fsynced) with plain writes when the block ends without an exception.
+
+    HDF5 then never meets a failed write: a full disk is an ordinary ``OSError`` from this
+    function.  (A write that fails inside HDF5 can leave its caches in a state that crashes the
+    process later, with SIGSEGV.)"""
+    f = h5py.File(path, "w", driver="core", backing_store=False)
+    try:
+        yield f
+        f.flush()
+        image = f.id.get_file_image()
+    finally:
+        f.close()
+    write_synced(path, image)

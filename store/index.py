@@ -10,14 +10,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from .attrs import incompatibility, read_attrs, store_attrs_of, write_attrs
 from .checksums import file_sha256, fingerprint
 from .errors import StoreError
-from .h5io import STR_DTYPE, open_h5, read_str
-from .layout import complete_shards, entry_of, fsync_dir, fsync_file
+from .h5io import STR_DTYPE, memory_h5, open_h5, read_str
+from .layout import complete_shards, entry_of, fsync_dir
 from .schema import SCHEMA_VERSION
 
 
@@ -179,7 +178,7 @@ def rebuild_index(entry_path: str | os.PathLike) -> dict:
 
     tmp = entry.parent / f".{entry.name}.{os.getpid()}.tmp"
     try:
-        with h5py.File(tmp, "w") as f:
+        with memory_h5(tmp) as f:
             write_attrs(f, store_attrs_of(first.attrs))
             f.attrs["kind"] = "entry"
             f.attrs["n_videos"] = len(video_id)
@@ -198,7 +197,6 @@ def rebuild_index(entry_path: str | os.PathLike) -> dict:
             fg = f.create_group("failures")
             fg.create_dataset("path", data=np.asarray(fail_path, dtype=object), dtype=STR_DTYPE)
             fg.create_dataset("error", data=np.asarray(fail_error, dtype=object), dtype=STR_DTYPE)
-        fsync_file(tmp)
         os.replace(tmp, entry)
         fsync_dir(entry.parent)
     except BaseException:

@@ -129,8 +129,11 @@ def _check_index(index: Index, shard_names: list[str], shard_rows: dict, shard_i
                 problems.append("index: index/question_video_row does not match the shards (rebuild the index)")
 
 
-def verify_store(entry_path: str | os.PathLike, quick: bool = False) -> VerifyResult:
-    """Check a store; returns the problems found (``[]`` = ok), with ``.notes`` and ``.counts``."""
+def verify_store(entry_path: str | os.PathLike, quick: bool = False,
+                 questions_without_video_ok: bool = False) -> VerifyResult:
+    """Check a store; returns the problems found (``[]`` = ok), with ``.notes`` and ``.counts``.
+    ``questions_without_video_ok``: questions whose video is not in the store are notes, not
+    problems (training and evaluation count them as missing)."""
     entry = entry_of(entry_path)
     res = VerifyResult()
     for t in temp_files(entry):
@@ -219,6 +222,7 @@ def verify_store(entry_path: str | os.PathLike, quick: bool = False) -> VerifyRe
                 missing.setdefault(v, []).append((q, name))
     for v, refs in sorted(missing.items()):
         ex = ", ".join(f"{q} (shard {n})" for q, n in refs[:3])
-        res.append(f"video {v!r} is not in the store but {len(refs)} question(s) point at it, e.g. {ex}")
+        msg = f"video {v!r} is not in the store but {len(refs)} question(s) point at it, e.g. {ex}"
+        (res.notes if questions_without_video_ok else res).append(msg)
     res.counts = {"shards": len(paths), "videos": len(owner_v), "questions": len(owner_q)}
     return res

@@ -3,10 +3,18 @@
 A writer claims a fresh shard number (``O_EXCL`` on the temp name, then a check that the final
 name is free, so concurrent writers in other processes never collide), appends rows to
 resizable chunked datasets, keeps running per-block CRC32 checksums of what it wrote, and on
-:meth:`ShardWriter.close` stores the checksums, marks the shard complete, flushes, fsyncs and
-renames ``.part-NNNNN.h5.tmp`` to ``part-NNNNN.h5``.  If anything fails the temp file is left
-(and never read); the rest of the store is untouched.  The writer does not update the entry
-file: call :func:`store.rebuild_index` once the writers of a run are done.
+:meth:`ShardWriter.close` stores the checksums, marks the shard complete, writes the file,
+fsyncs it and renames ``.part-NNNNN.h5.tmp`` to ``part-NNNNN.h5``.  If anything fails the temp
+file is left (and never read); the rest of the store is untouched.  The writer does not update
+the entry file: call :func:`store.rebuild_index` once the writers of a run are done.
+
+The shard is built in memory (HDF5's ``core`` driver, no backing store) and its file image is
+written to the temp file with plain ``write`` calls on close.  HDF5 itself therefore never meets
+a failed write: a full disk, a quota or a file-size limit is an ordinary ``OSError`` from
+:meth:`ShardWriter.close`.  (When HDF5 writes to disk directly, a failed write mid-file leaves
+its caches in a state that crashed the process with SIGSEGV in our tests.)  The cost is the
+shard's size in memory while it is written (``shard_size`` videos or ``question_shard_size``
+questions).
 """
 from __future__ import annotations
 
@@ -20,9 +28,9 @@ import numpy as np
 from .attrs import incompatibility, normalize_attrs, write_attrs
 from .checksums import BlockCrc
 from .errors import StoreError
-from .h5io import chunk_rows, numpy_dtype
+from .h5io import chunk_rows, numpy_dtype, write_synced
 from .index import read_index
-from .layout import entry_of, fsync_dir, fsync_file, shards_dir_of
+from .layout import entry_of, fsync_dir, shards_dir_of
 from .schema import (CHECK_BLOCK, SHARD_RE, SHARD_TMP_RE, Field, check_video_id, fields_for,
                      resolve_shape, shard_name, tmp_shard_name)
 
@@ -130,7 +138,7 @@ class ShardWriter:
         self._question_ids: set[int] = set()
         self._state = "open"
         try:
-            self._h5 = h5py.File(self.tmp_path, "w")
+            self._h5 = h5py.File(self.tmp_path, "w", driver="core", backing_store=False)
             write_attrs(self._h5, self.attrs)
             self._h5.attrs["kind"] = "shard"
             self._h5.attrs["complete"] = False
@@ -274,8 +282,10 @@ class ShardWriter:
             self._h5.attrs["n_failures"] = self._rows["failures"]
             self._h5.attrs["complete"] = True
             self._h5.flush()
+            image = self._h5.id.get_file_image()
             self._h5.close()
-            fsync_file(self.tmp_path)
+            write_synced(self.tmp_path, image)       # our claimed temp name; truncates it
+            del image
             if self.path.exists():  # cannot happen with claim_shard_number; never overwrite
                 raise StoreError(f"{self.path} appeared while writing {self.tmp_path.name}; not replacing it")
             os.rename(self.tmp_path, self.path)

@@ -270,8 +270,14 @@ def test_rerun_reuses_and_cli_matches_api(small, tmp_path):
     assert res.exit_code == 0, res.output
     for rel in ["scenes.json", "annotations/avqa-test.json"]:
         assert (cli_out / rel).read_bytes() == (out / rel).read_bytes()
-    # same config again: nothing re-encoded; fewer videos: stale files removed
+    # same config again: nothing re-encoded; a missing video (interrupted run): only it
     assert synthesize(cli_out, **SMALL).n_written == 0
+    (cli_out / "videos" / "synth_00003.mp4").unlink()
+    (cli_out / "annotations" / "avqa-val.json").unlink()
+    assert synthesize(cli_out, **SMALL).n_written == 1
+    for rel in ["videos/synth_00003.mp4", "annotations/avqa-val.json"]:
+        assert (cli_out / rel).read_bytes() == (out / rel).read_bytes()
+    # another config: the old files go
     s = synthesize(cli_out, **{**SMALL, "n_videos": 5})
     assert s.n_written == 5 and len(list((cli_out / "videos").iterdir())) == 5
 
@@ -312,6 +318,8 @@ def test_answers_are_balanced():
     for r in (r for rs in p.records.values() for r in rs):
         by_type.setdefault("/".join(json.loads(r["type"])), Counter())[r["anser"]] += 1
     assert set(by_type) == TYPE_NAMES
+    vocab = set(answer_vocabulary())
+    assert all(set(c) <= vocab for c in by_type.values())
     for name, counts in by_type.items():
         n = sum(counts.values())
         share = counts.most_common(1)[0][1] / n

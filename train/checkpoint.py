@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,12 @@ class Checkpoint:
         path = self.path / STATE_FILE
         if not path.is_file():
             raise CheckpointError(f"{path}: no training state in this checkpoint")
-        return torch.load(path, map_location=map_location, weights_only=True)
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as exc:   # weights_only refused a non-plain-data object
+            raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors "
+                                  f"and plain data (weights_only=True; no code from the file is "
+                                  f"run): {str(exc).splitlines()[0]}") from None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -132,7 +138,9 @@ def save_checkpoint(ckpt_dir: str | Path, epoch: int, model: torch.nn.Module, st
             os.replace(tmp, final)
     else:
         os.replace(tmp, final)
-    for link in links:
+    # 'last' switches after the others: a crash in between resumes from the previous 'last'
+    # and redoes this epoch, so 'best' can never point past what a resumed run recomputes
+    for link in sorted(links, key=lambda l: l == "last"):
         replace_symlink(ckpt_dir / link, name)
     _fsync_dir(ckpt_dir)
     prune_checkpoints(ckpt_dir)

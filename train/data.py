@@ -62,11 +62,30 @@ def check_dims(store_path: str, actual: dict, expected: dict, what: str) -> None
         raise DataError(f"store {store_path} does not match the {what}: " + "; ".join(problems))
 
 
+def check_store_quick(path: str) -> None:
+    """Refuse a store that fails ``store verify --quick`` (shard missing, changed size, not in
+    the index, unreadable, incompatible) with a message that says to run ``store verify``.
+    Questions whose video is not in the store are allowed (they are counted as dropped)."""
+    from pathlib import Path
+
+    from store.verify import verify_store
+
+    if not Path(path).exists():
+        return                      # FeatureStore names the missing file
+    problems = verify_store(path, quick=True, questions_without_video_ok=True)
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise DataError(f"store {path} fails the quick integrity check: "
+                        + "; ".join(problems[:3]) + more
+                        + f". Run `python cli.py store verify {path}` for a full report")
+
+
 def open_store(path: str, expected: dict | None = None, what: str = "config") -> FeatureStore:
     """Open the store at ``path``, check its schema version, and check its dims against
     ``expected`` (e.g. the model overrides of a config, or a checkpoint's dims)."""
     if not path:
         raise DataError("no store given (--store PATH to a feats.h5 entry file)")
+    check_store_quick(path)
     store = FeatureStore(path)
     version = int(store.attrs.get("schema_version", -1))
     if version != SCHEMA_VERSION:

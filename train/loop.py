@@ -372,7 +372,12 @@ def _train_in(cfg, ctx, run_dir, resuming, store, dims, model_cfg, log, logger_o
     # -- resume state ----------------------------------------------------------------------------
     start_epoch, step = 1, 0
     best_val, best_epoch, bad_evals, stopped_early = None, 0, 0, False
-    if resuming:
+    if resuming and not (run_dir / "checkpoints" / "last").is_symlink():
+        # stopped during its first epoch: nothing to restore, the run starts again from epoch 1
+        log("no checkpoint yet (the run stopped during its first epoch); starting at epoch 1")
+        if ctx.is_main:
+            truncate_metrics(run_dir, 0)
+    elif resuming:
         ckpt = find_checkpoint(run_dir, "last")
         check_compatible(ckpt.meta, variant=cfg.variant, dims=dims)
         ckpt.load_weights(model)

@@ -56,6 +56,8 @@ def new_run_dir(out: str | Path, name: str = "") -> Path:
         try:
             path.mkdir()
         except FileExistsError:
+            if path.is_dir() and {p.name for p in path.iterdir()} <= {LOG_FILE}:
+                return path   # left by a run killed before it wrote its config: start it again
             raise RunError(f"run directory {path} already exists; pass --resume {path} to "
                            "continue it or choose another --name") from None
         return path
