@@ -29,7 +29,8 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 # trips) and attention key biases (softmax is invariant to them).  They are compared loosely.
 NOISE_ONLY = ("align.curvature", "k_proj.bias")
 
-SETTINGS = {"epochs": 3, "batch_size": 16, "lr": 3e-3, "seed": 4, "align_weight": 0.0,
+SETTINGS = {"sampler": "video", "epochs": 3, "batch_size": 16, "lr": 3e-3, "seed": 4,
+            "align_weight": 0.0,
             "patience": 0, "num_threads": 1, "progress": False,
             "model": {"d_model": 16, "n_layers": 1, "d_state": 4, "n_heads": 2,
                       "curvature_hidden": 8, "dropout": 0.0}}

@@ -249,3 +249,13 @@ def test_video_grouped_order_keeps_each_videos_questions_together(gen):
     batches = batch_indices(order, 16)
     distinct = sum(len(data.batch("train", b).videos) for b in batches)
     assert distinct < 0.5 * len(vloc)
+
+
+def test_early_stopping_after_patience_evaluations_without_gain(gen, tmp_path):
+    # an LR too small to change any prediction: validation accuracy never rises after epoch 1
+    cfg = tiny_cfg(gen.path, tmp_path / "runs", epochs=6, patience=2, lr=1e-12, name="es")
+    result = train(cfg)
+    assert result.stopped == "early_stop" and result.epochs_done == 3 and result.best_epoch == 1
+    rows = read_metrics(tmp_path / "runs" / "es")
+    assert [r["best"] for r in rows] == [True, False, False]
+    assert find_checkpoint(tmp_path / "runs" / "es", "best").meta["epoch"] == 1

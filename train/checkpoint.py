@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 CHECKPOINT_FORMAT = 1
@@ -55,7 +56,7 @@ class Checkpoint:
         """Load the safetensors weights into ``model`` (same parameter names and shapes)."""
         try:
             missing, unexpected = load_model(model, str(self.weights_path), strict=False)
-        except (RuntimeError, ValueError) as exc:
+        except (RuntimeError, ValueError, SafetensorError, OSError) as exc:
             raise CheckpointError(f"{self.weights_path}: cannot load into "
                                   f"{type(model).__name__}: {exc}") from exc
         if strict and (missing or unexpected):
@@ -147,14 +148,28 @@ def save_checkpoint(ckpt_dir: str | Path, epoch: int, model: torch.nn.Module, st
     return final
 
 
+def _pid_gone(name: str) -> bool:
+    """``.tmp-e0003-1234`` -> whether process 1234 is gone (the writer was killed)."""
+    try:
+        os.kill(int(name.rsplit("-", 1)[1]), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, IndexError, OSError):
+        return False
+    return False
+
+
 def prune_checkpoints(ckpt_dir: str | Path) -> None:
-    """Remove checkpoint folders that no link points at (and stale temp folders of this process)."""
+    """Remove checkpoint folders that no link points at, temp folders of this process, and
+    ``.tmp-`` folders of a killed one."""
     ckpt_dir = Path(ckpt_dir)
     keep = {os.readlink(ckpt_dir / l) for l in LINKS if (ckpt_dir / l).is_symlink()}
     for entry in ckpt_dir.iterdir():
         if entry.is_symlink() or not entry.is_dir():
             continue
-        stale_tmp = entry.name.startswith((".tmp-", ".old-")) and entry.name.endswith(f"-{os.getpid()}")
+        stale_tmp = (entry.name.startswith((".tmp-", ".old-"))
+                     and entry.name.endswith(f"-{os.getpid()}")) \
+            or (entry.name.startswith(".tmp-") and _pid_gone(entry.name))
         if (entry.name.startswith("e") and entry.name not in keep) or stale_tmp:
             shutil.rmtree(entry, ignore_errors=True)
 

@@ -1,8 +1,9 @@
 """The training loop: ``train(cfg) -> RunResult``.
 
-One epoch = a seeded permutation of the train split (by default video-grouped: the questions of a
-video are consecutive, see :func:`train.data.video_grouped_order`, so a batch runs each video's
-per-video path once for several of its questions) cut into global batches; every rank takes its
+One epoch = a seeded permutation of the train split (shuffled questions, or with
+``sampler='video'`` video-grouped: each video's questions consecutive, see
+:func:`train.data.video_grouped_order`, so a batch runs each video's per-video path once for
+several of its questions) cut into global batches; every rank takes its
 contiguous slice of each global batch (see :mod:`train.distributed`).  Per step: bf16 autocast on
 CUDA, loss = CE + lambda * alignment, backward, global grad-norm clipping, AdamW (plus
 geoopt's RiemannianAdam for manifold parameters, if the model has any), LR schedule step.
@@ -366,7 +367,13 @@ def _train_in(cfg, ctx, run_dir, resuming, store, dims, model_cfg, log, logger_o
     optimizers = make_optimizers(model, cfg)
     schedulers, warmup = make_schedulers(optimizers, cfg, total_steps)
     generator = torch.Generator().manual_seed(cfg.seed)
-    val_records = store_records(store, data.splits[cfg.val_split]) if cfg.val_split else None
+    # validation is scored on the answered questions of the split
+    val_records = [r for r in store_records(store, data.splits[cfg.val_split]) if r.answer] \
+        if cfg.val_split else []
+    val_ids = {r.question_id for r in val_records}
+    if cfg.val_split and not val_records:
+        raise ValueError(f"split {cfg.val_split!r} has no answered questions to validate on "
+                         "(set val_split to another split, or '' for none)")
     vocab = store_vocabulary(store.attrs)
 
     # -- resume state ----------------------------------------------------------------------------
@@ -496,7 +503,8 @@ def _train_in(cfg, ctx, run_dir, resuming, store, dims, model_cfg, log, logger_o
             improved = False
             if evaluated:
                 preds = predict(model, data, cfg.val_split, cfg.eval_batch_size, cfg.amp, ctx)
-                report = score(val_records, prediction_map(preds, data, cfg.val_split), vocab)
+                pmap = prediction_map(preds, data, cfg.val_split)
+                report = score(val_records, {q: a for q, a in pmap.items() if q in val_ids}, vocab)
                 row["val_overall"] = report["overall"]
                 row["val_groups"] = report.get("groups", {})
                 improved = best_val is None or report["overall"] > best_val
