@@ -160,7 +160,9 @@ class SHMamba(nn.Module):
             if video_index.shape != (B,) or video_index.dtype not in (torch.int64, torch.int32):
                 raise ValueError(f"SHMamba: video_index must be an integer tensor of shape [{B}], "
                                  f"got {video_index.dtype} {tuple(video_index.shape)}")
-            if B and (int(video_index.min()) < 0 or int(video_index.max()) >= V):
+            # the range check reads values back to the host: only where that costs no GPU sync
+            # (on CUDA an index out of range still fails, as a device-side assert in the gather)
+            if B and not video_index.is_cuda and (int(video_index.min()) < 0 or int(video_index.max()) >= V):
                 raise ValueError(f"SHMamba: video_index values must lie in [0, {V}), got "
                                  f"[{int(video_index.min())}, {int(video_index.max())}]")
         if cfg.use_tokens:

@@ -212,5 +212,5 @@ def test_eval_with_a_checkpoint_of_other_dims_fails_clearly(runs):
     ckpt = find_checkpoint(runs["c"], "last").path
     res = invoke(["eval", "--run", str(runs["a"]), "--checkpoint", str(ckpt), "--no-plots",
                   "--device", "cpu"])
-    assert res.exit_code == 2 and "visual_dim: checkpoint" in res.output and "has 48" in res.output, \
-        res.output
+    assert res.exit_code == 2, res.output
+    assert "visual_dim: checkpoint" in res.output and "has 48" in res.output, res.output

@@ -242,7 +242,8 @@ def test_training_killed_between_and_within_epochs_resumes_to_identical_metrics(
         assert a.keys() == b.keys()
         for key in a:
             assert torch.equal(a[key], b[key]), (link, key)
-        assert find_checkpoint(run, link).meta["epoch"] == find_checkpoint(out / "full", link).meta["epoch"]
+        assert find_checkpoint(run, link).meta["epoch"] == \
+            find_checkpoint(out / "full", link).meta["epoch"]
     sa = find_checkpoint(out / "full", "last").load_state()
     sb = find_checkpoint(run, "last").load_state()
     assert sa["loop"] == sb["loop"] and torch.equal(sa["data_generator"], sb["data_generator"])

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Every GPU measurement of BENCHMARKS.md in one call on the device machine (build + tests + benchmarks),
+# each step under its own time limit so that one slow step cannot take the others down.
+#   source .whl/remote_setup.sh && bash benchmarks/gpu_all.sh "$OUT"
+set -u
+OUT=${1:-/tmp/gpu_out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+B=/tmp/bench
+step() {  # step NAME SECONDS COMMAND...
+  local name=$1 secs=$2; shift 2
+  echo "=== $name ($(date -u +%H:%M:%S))" | tee -a "$OUT/all.log"
+  timeout "$secs" "$@" > "$OUT/$name.log" 2>&1; echo "rc=$?" >> "$OUT/$name.log"
+  tail -n 40 "$OUT/$name.log" >> "$OUT/all.log"
+}
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee -a "$OUT/all.log"
+step make_store 60 python3 benchmarks/make_store.py --out $B/feats.h5
+step train_throughput 110 python3 benchmarks/train_throughput.py $B/feats.h5 --batch-sizes 256 1024 2048 4096 --steps 15 --peer-steps 20 --json "$OUT/train.json"
+step inference 25 python3 benchmarks/inference.py $B/feats.h5 --json "$OUT/inference.json"
+step backends 25 python3 benchmarks/backends.py --json "$OUT/backends.json"
+step scaling 50 python3 benchmarks/scaling.py --T 60 240 960 3840 15360 --batch 8 --iters 2 --warmup 1 --plot "$OUT/scaling.png" --json "$OUT/scaling.json"
+step extract_throughput 80 python3 benchmarks/extract_throughput.py --K 16 --workers 8 16 --json "$OUT/extract.json"
+echo "=== done $(date -u +%H:%M:%S)" | tee -a "$OUT/all.log"
