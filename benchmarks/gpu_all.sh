@@ -10,8 +10,8 @@ B=/tmp/bench
 step() {  # step NAME SECONDS COMMAND...
   local name=$1 secs=$2; shift 2
   echo "=== $name ($(date -u +%H:%M:%S))" | tee -a "$OUT/all.log"
-  timeout "$secs" "$@" > "$OUT/$name.log" 2>&1; echo "rc=$?" >> "$OUT/$name.log"
-  tail -n 40 "$OUT/$name.log" >> "$OUT/all.log"
+  timeout "$secs" "$@" > "/tmp/$name.log" 2>&1; echo "rc=$?" >> "/tmp/$name.log"
+  cat "/tmp/$name.log" >> "$OUT/all.log"
 }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee -a "$OUT/all.log"
 step make_store 60 python3 benchmarks/make_store.py --out $B/feats.h5
