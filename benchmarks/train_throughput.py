@@ -126,14 +126,18 @@ def step_flops(flops: tuple[float, float, float], videos: float, video_pairs: fl
 # ---- our path -------------------------------------------------------------------------------
 
 
-def endless_batches(data, split: str, batch_size: int, seed: int = 0):
-    """Our batches, epoch after epoch (a fresh seeded permutation each epoch)."""
-    from train.data import batch_indices, epoch_order
+def endless_batches(data, split: str, batch_size: int, seed: int = 0, sampler: str = "question"):
+    """Our batches, epoch after epoch (a fresh seeded order each epoch): ``question`` = shuffled
+    questions, ``video`` = video-grouped (train's ``sampler='video'``: each video's questions
+    consecutive, so a batch runs each video's temporal path once for all of its questions)."""
+    from train.data import batch_indices, epoch_order, video_grouped_order
 
     gen = torch.Generator().manual_seed(seed)
-    n = len(data.splits[split])
+    info = data.splits[split]
+    n = len(info)
     while True:
-        yield from data.batches(split, batch_indices(epoch_order(n, gen), batch_size))
+        order = video_grouped_order(info.video_local, gen) if sampler == "video" else epoch_order(n, gen)
+        yield from data.batches(split, batch_indices(order, batch_size))
 
 
 def train_step(model, optimizers, autocast, audio, visual, question, answer, video_index=None,
@@ -174,12 +178,12 @@ def new_model(model_cfg, device, args):
     return model, run, opts
 
 
-def time_ours(data, model_cfg, batch_size: int, device, args) -> dict:
+def time_ours(data, model_cfg, batch_size: int, device, args, sampler: str = "question") -> dict:
     """QA/s and videos per question of our path at one batch size."""
     reset_peak(device)
     model, run, opts = new_model(model_cfg, device, args)
     autocast = amp_ctx(device, args.amp)
-    batches = endless_batches(data, args.split, batch_size, seed=args.seed)
+    batches = endless_batches(data, args.split, batch_size, seed=args.seed, sampler=sampler)
 
     def step(b):
         train_step(run, opts, autocast, b.audio, b.visual, b.sentence, b.answer, b.video_index,
@@ -249,6 +253,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 1024, 4096],
                     help="our path: questions per batch, one row each")
     ap.add_argument("--steps", type=int, default=30, help="timed steps per row")
+    ap.add_argument("--samplers", nargs="+", choices=["question", "video"], default=["question"],
+                    help="batch orders of our path, one set of rows each: 'question' (shuffled "
+                         "questions) and/or 'video' (video-grouped, train's sampler='video')")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (both paths)")
     ap.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"],
@@ -299,16 +306,19 @@ def main(argv: list[str] | None = None) -> dict:
     peak = args.peak_tflops * 1e12
 
     entries: list[tuple[str, int, dict | None, str]] = []
-    for bs in args.batch_sizes:
-        try:
-            r = time_ours(data, model_cfg, bs, device, args)
-        except torch.OutOfMemoryError:
-            r = None
-        if r is None and device.type == "cuda":  # free what the failed step held
-            gc.collect()
-            torch.cuda.empty_cache()
-        note = "" if bs <= n_split else f"split has {n_split} questions: batches of {n_split}"
-        entries.append(("ours (resident, dedup)", bs, r, note))
+    for sampler in args.samplers:
+        for bs in args.batch_sizes:
+            try:
+                r = time_ours(data, model_cfg, bs, device, args, sampler=sampler)
+            except torch.OutOfMemoryError:
+                r = None
+            if r is None and device.type == "cuda":  # free what the failed step held
+                gc.collect()
+                torch.cuda.empty_cache()
+            note = "" if bs <= n_split else f"split has {n_split} questions: batches of {n_split}"
+            label = "ours (resident, dedup)" if sampler == "question" else \
+                "ours (resident, dedup, video-grouped)"
+            entries.append((label, bs, r, note))
 
     peer = None
     export_info: dict = {}
