@@ -14,7 +14,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip setuptools wheel
-	$(VPY) -m pip install -q $(TORCH_PINS)
+	$(if $(strip $(TORCH_PINS)),$(VPY) -m pip install -q $(TORCH_PINS))
 	$(VPY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 

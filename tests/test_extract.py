@@ -189,14 +189,15 @@ def test_cli_exit_status_with_and_without_strict(tmp_path):
             "--clip-weights", "random:0", "--vggish-weights", "random:0", "--text-len", "8",
             "--workers", "0", "--device", "cpu", "--batch-size", "6", "--shard-size", "2", "--image-size", "64",
             "--text-batch-size", "4", "--quiet"]
-    res = CliRunner().invoke(app, args)
+    wide = {"COLUMNS": "400"}         # long tmp paths: keep rich from folding them across lines
+    res = CliRunner().invoke(app, args, env=wide)
     assert res.exit_code == 0, res.output
     assert "broken.mp4" in res.output and "RANDOM WEIGHTS" in res.output
-    res = CliRunner().invoke(app, args + ["--strict"])        # resume: ok.mp4 skipped
+    res = CliRunner().invoke(app, args + ["--strict"], env=wide)   # resume: ok.mp4 skipped
     assert res.exit_code == 1, res.output
     assert store_info(tmp_path / "f.h5")["videos"] == 1
     make_video(tmp_path / "v" / "deep" / "ok.mkv", 1.0, audio=False)
-    res = CliRunner().invoke(app, args)
+    res = CliRunner().invoke(app, args, env=wide)
     assert res.exit_code == 2 and "duplicate video id 'ok'" in res.output
 
 
