@@ -39,6 +39,13 @@ _EXPORTS = {
     "Vocabulary": "extract.annotations",
     "AnnotationError": "extract.annotations",
     "write_av": "extract.avwrite",
+    # the synthetic demo dataset (python cli.py synth)
+    "synthesize": "extract.synth",
+    "SynthConfig": "extract.synth",
+    "SynthSummary": "extract.synth",
+    "plan": "extract.synth",
+    "load_scenes": "extract.synth",
+    "scene_answers": "extract.synth_qa",
 }
 
 __all__ = sorted(_EXPORTS)

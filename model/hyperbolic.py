@@ -11,7 +11,9 @@ Read top to bottom:
    large features land on the boundary, where distances and gradients blow up.
 3. ``to_ball`` / ``to_tangent``: ``geoopt.manifolds.stereographic.math.expmap0`` (then a
    projection strictly inside the ball) and ``logmap0``, with the per-video curvature broadcast
-   as k = -c of shape [V, 1, ...].  Always float32, autocast disabled.
+   as k = -c of shape [V, 1, ...].  Always float32, autocast disabled.  geoopt's math runs
+   eagerly (:mod:`model.eager_geoopt`), not as TorchScript, so a step computes the same bits in
+   every process whatever ran before in it (exact resume depends on that).
 4. ``alignment_loss``: symmetric InfoNCE on negative distances between the time-pooled audio and
    visual points of the videos in the batch (below: why this form).  ``pairwise_distance`` is a
    closed form in O(V^2) memory; ``pairwise_distance_reference`` is the same with geoopt's
@@ -52,7 +54,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from geoopt.manifolds.stereographic import math as pmath
+from .eager_geoopt import pmath
 
 CURVATURE_MARGIN = 1e-5  # c = k0 * (m + (1 - 2m) * sigmoid): strictly inside (0, k0) in float32
 

@@ -27,6 +27,7 @@ from store import FeatureStore, verify_store
 from store.layout import complete_shards
 from storegen import make_store
 from train import find_checkpoint, load_train_config, read_metrics, train
+from test_train_resume import run_model_with_torchscript_optimisation
 from videos import assert_same_store, make_corrupt, make_video, write_music_annotations
 
 torch.set_num_threads(2)
@@ -191,6 +192,7 @@ def test_training_killed_between_and_within_epochs_resumes_to_identical_metrics(
     out = tmp_path / "runs"
     over = {"store": str(gen.path), "out": str(out), "name": "full", "progress": False,
             "model": dict(TINY), **TRAIN}
+    run_model_with_torchscript_optimisation(TINY["d_model"])  # as earlier tests of a session do
     full = train(load_train_config(None, over))
     assert full.epochs_done == TRAIN["epochs"] and full.stopped == "completed"
 

@@ -34,6 +34,23 @@ def stable(rows):
     return [{k: v for k, v in r.items() if k not in VOLATILE} for r in rows]
 
 
+def run_model_with_torchscript_optimisation(d_model: int = 16, calls: int = 5) -> None:
+    """What earlier tests of a pytest session do: forward/backward through the model's hyperbolic
+    alignment with TorchScript graph optimisation on (the default).  Scripted geoopt math would
+    keep optimised graphs with other gradient rounding for the rest of the process; an in-process
+    run after this must still equal runs in fresh processes."""
+    from model.hyperbolic import Alignment
+
+    gen = torch.Generator().manual_seed(0)
+    align = Alignment(d_model, curvature_hidden=8)
+    with torch.jit.optimized_execution(True):
+        for _ in range(calls):
+            a = torch.randn(3, 5, d_model, generator=gen, requires_grad=True)
+            v = torch.randn(3, 5, d_model, generator=gen, requires_grad=True)
+            ua, uv, loss, _ = align(a, v)
+            (loss + ua.sum() + uv.sum()).backward()
+
+
 def weights(run: Path, which: str = "last") -> dict:
     return load_file(str(find_checkpoint(run, which).weights_path))
 
@@ -81,7 +98,8 @@ def test_resume_refuses_a_changed_config_and_finished_runs_do_nothing(tmp_path):
 
 def test_resume_in_new_processes_through_the_cli(tmp_path):
     """Interrupted and resumed in two separate ``cli.py train`` processes (fresh RNG, fresh
-    TorchScript state) == one uninterrupted in-process run."""
+    TorchScript state) == one uninterrupted in-process run, also when this process ran the model
+    with TorchScript optimisation before (as earlier tests of a session do)."""
     import json
     import os
     import subprocess
@@ -89,6 +107,7 @@ def test_resume_in_new_processes_through_the_cli(tmp_path):
     root = Path(__file__).resolve().parents[1]
     gen = make_store(tmp_path / "feats.h5", n_videos=16, seed=8)
     out = tmp_path / "runs"
+    run_model_with_torchscript_optimisation()
     train(cfg_for(gen.path, out, "full", epochs=3))
     sets = ["epochs=3", "batch_size=16", "lr=0.003", "num_threads=1", "align_weight=0.1",
             "seed=11", "patience=0"] + [f"model.{k}={json.dumps(v)}" for k, v in TINY.items()]

@@ -274,10 +274,13 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
           on_epoch: Callable[[dict], None] | None = None) -> RunResult:
     """Train (or, with ``resume`` = a run dir / ``runs/latest``, continue) one run.
 
-    TorchScript graph optimisation is off while training: geoopt's ``torch.jit.script`` math
-    functions otherwise switch to symbolically differentiated graphs after a few profiling calls,
-    which changes gradients in the last bits — the first epochs of a process (and so a resumed
-    run) would not compute what a long-running process computes.
+    The model's hyperbolic math is geoopt's code run eagerly (:mod:`model.eager_geoopt`): geoopt's
+    ``torch.jit.script`` functions switch to symbolically differentiated graphs after a few calls
+    with graph optimisation on, which changes gradients in the last bits, and keep that graph for
+    the rest of the process — ``optimized_execution(False)`` below cannot undo it.  A run would
+    then compute differently depending on what its process ran before (so a resumed run would not
+    repeat an uninterrupted one).  Optimisation stays off here for any other scripted code
+    (geoopt's optimizer math on manifold parameters, should a model have them).
     """
     ctx = init_distributed(cfg.device)
     try:
