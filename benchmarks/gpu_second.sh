@@ -5,14 +5,8 @@
 set -u
 OUT=${1:-/tmp/gpu_out}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
+source "$(dirname "$0")/gpu_step.sh"
 B=/tmp/bench
-step() {  # step NAME SECONDS COMMAND...
-  local name=$1 secs=$2; shift 2
-  echo "=== $name ($(date -u +%H:%M:%S))" | tee -a "$OUT/all.log"
-  timeout "$secs" "$@" > "/tmp/$name.log" 2>&1; echo "rc=$?" >> "/tmp/$name.log"
-  cat "/tmp/$name.log" >> "$OUT/all.log"
-}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee -a "$OUT/all.log"
 nproc | tee -a "$OUT/all.log"
 step make_store 60 python3 benchmarks/make_store.py --out $B/feats.h5

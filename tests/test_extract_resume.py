@@ -19,7 +19,7 @@ from extract.config import ExtractConfig
 from extract.pipeline import extract
 from store import StoreError, StoreLock, verify_store
 from store.layout import complete_shards
-from videos import assert_same_store, make_corrupt, make_video, store_by_id, write_music_annotations
+from videos import assert_same_store, make_resume_folder, make_video, store_by_id
 
 torch.set_num_threads(2)
 REPO = Path(__file__).resolve().parents[1]
@@ -37,15 +37,7 @@ def cli_args(videos: Path, out: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
-    d = tmp_path_factory.mktemp("resume") / "videos"
-    for i in range(N_VIDEOS):
-        make_video(d / f"v{i}.mp4", 1.0 + 0.5 * i, audio=i % 3 != 1, seed=i)
-    make_corrupt(d / "broken.mp4")
-    # found under --videos because --annotations is not given
-    write_music_annotations(d / "qa" / "music-val.json", [
-        (100 + i, f"v{i}", '["Audio", "Counting"]', "How many instruments are sounding?", "one")
-        for i in range(N_VIDEOS)])
-    return d
+    return make_resume_folder(tmp_path_factory.mktemp("resume") / "videos", N_VIDEOS)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from store.layout import complete_shards
 from storegen import make_store
 from train import find_checkpoint, load_train_config, read_metrics, train
 from test_train_resume import run_model_with_torchscript_optimisation
-from videos import assert_same_store, make_corrupt, make_video, write_music_annotations
+from videos import assert_same_store, make_resume_folder
 
 torch.set_num_threads(2)
 REPO = Path(__file__).resolve().parents[1]
@@ -76,14 +76,7 @@ def extract_args(videos: Path, out: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
-    d = tmp_path_factory.mktemp("soak") / "videos"
-    for i in range(N_VIDEOS):
-        make_video(d / f"v{i}.mp4", 1.0 + 0.5 * i, audio=i % 3 != 1, seed=i)
-    make_corrupt(d / "broken.mp4")
-    write_music_annotations(d / "qa" / "music-val.json", [
-        (100 + i, f"v{i}", '["Audio", "Counting"]', "How many instruments are sounding?", "one")
-        for i in range(N_VIDEOS)])
-    return d
+    return make_resume_folder(tmp_path_factory.mktemp("soak") / "videos", N_VIDEOS)
 
 
 def lock_holder(out: Path) -> int | None:

@@ -105,3 +105,17 @@ def assert_same_store(a: str | Path, b: str | Path, atol: float = 0.0) -> None:
                                                atol=atol, rtol=0, err_msg=f"{key} {f}")
                 else:
                     assert np.array_equal(np.asarray(x), np.asarray(y)), (key, f, x, y)
+
+
+
+def make_resume_folder(d: Path, n_videos: int) -> Path:
+    """``n_videos`` short real videos (every third without audio), one corrupt file and a
+    MUSIC-AVQA annotation file with one question per video under ``d/qa`` (found under --videos
+    when --annotations is not given): the input of the resume and soak tests."""
+    for i in range(n_videos):
+        make_video(d / f"v{i}.mp4", 1.0 + 0.5 * i, audio=i % 3 != 1, seed=i)
+    make_corrupt(d / "broken.mp4")
+    write_music_annotations(d / "qa" / "music-val.json", [
+        (100 + i, f"v{i}", '["Audio", "Counting"]', "How many instruments are sounding?", "one")
+        for i in range(n_videos)])
+    return d

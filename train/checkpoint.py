@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
+from store.layout import fsync_dir
 
 CHECKPOINT_FORMAT = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -78,17 +79,6 @@ class Checkpoint:
                                   f"run): {str(exc).splitlines()[0]}") from None
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _write_file_synced(path: Path, write) -> None:
@@ -125,7 +115,7 @@ def save_checkpoint(ckpt_dir: str | Path, epoch: int, model: torch.nn.Module, st
     meta = {"format": CHECKPOINT_FORMAT, "epoch": epoch, **meta}
     _write_file_synced(tmp / META_FILE,
                        lambda fh: fh.write(json.dumps(meta, indent=2, sort_keys=True).encode()))
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     if final.exists():
         # left by a crash between writing it and switching the links (or re-saved after resume)
         referenced = {os.readlink(ckpt_dir / l) for l in LINKS if (ckpt_dir / l).is_symlink()}
@@ -143,7 +133,7 @@ def save_checkpoint(ckpt_dir: str | Path, epoch: int, model: torch.nn.Module, st
     # and redoes this epoch, so 'best' can never point past what a resumed run recomputes
     for link in sorted(links, key=lambda l: l == "last"):
         replace_symlink(ckpt_dir / link, name)
-    _fsync_dir(ckpt_dir)
+    fsync_dir(ckpt_dir)
     prune_checkpoints(ckpt_dir)
     return final
 
