@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU measurement of BENCHMARKS.md in one call on the device machine (build + tests + benchmarks),
-# each step under its own time limit so that one slow step cannot take the others down.
+# GPU run 1 of BENCHMARKS.md in one call on the device machine (mamba-ssm build + benchmarks; the GPU
+# model test tests/gpu/ was run separately), each step under its own time limit so one slow step cannot take the others down.
 #   source .whl/remote_setup.sh && bash benchmarks/gpu_all.sh "$OUT"
 set -u
 OUT=${1:-/tmp/gpu_out}
