@@ -5,7 +5,7 @@
 
 The split's videos and questions are first put on the device (``train.data.StoreData``; that
 load is reported but not counted, like a trainer's resident arrays).  Each timed run is one call
-of ``train.loop.predict`` (what evaluation runs): eval mode, no grad, bf16 autocast on CUDA
+of ``train.predict.predict`` (what evaluation runs): eval mode, no grad, bf16 autocast on CUDA
 (``--amp``), batches gathered from the resident arrays, each distinct video run once per batch,
 argmax to host memory.  ``--batch-sizes`` 0 = the whole split in one batch; a batch that does
 not fit in device memory is halved until it does (the row says which size ran).  Weights are
@@ -31,7 +31,7 @@ GOAL_S = 0.5
 def time_predict(model, data, split: str, batch_size: int, amp: str, warmup: int,
                  repeats: int) -> tuple[list[float], int]:
     """Seconds of each timed ``predict`` call, and the batch size that ran (halved on OOM)."""
-    from train.loop import predict
+    from train.predict import predict
 
     device = data.device
     while True:

@@ -63,7 +63,7 @@ def parse_model_overrides(items: list[str] | None) -> dict:
 
 def amp_ctx(device: torch.device, amp: str):
     """bf16 autocast (``auto``: on CUDA only; ``bf16``: anywhere), else nothing."""
-    from train.loop import amp_context
+    from train.step import graph_autocast as amp_context
 
     return amp_context(device, amp)
 
@@ -126,18 +126,21 @@ def step_flops(flops: tuple[float, float, float], videos: float, video_pairs: fl
 # ---- our path -------------------------------------------------------------------------------
 
 
-def endless_batches(data, split: str, batch_size: int, seed: int = 0, sampler: str = "question"):
-    """Our batches, epoch after epoch (a fresh seeded order each epoch): ``question`` = shuffled
-    questions, ``video`` = video-grouped (train's ``sampler='video'``: each video's questions
-    consecutive, so a batch runs each video's temporal path once for all of its questions)."""
+def batch_index_lists(data, split: str, batch_size: int, count: int, seed: int = 0,
+                      sampler: str = "question") -> list:
+    """``count`` batches of question positions, epoch after epoch (a fresh seeded order each
+    epoch): ``question`` = shuffled questions, ``video`` = video-grouped (train's
+    ``sampler='video'``: each video's questions consecutive)."""
     from train.data import batch_indices, epoch_order, video_grouped_order
 
     gen = torch.Generator().manual_seed(seed)
     info = data.splits[split]
-    n = len(info)
-    while True:
-        order = video_grouped_order(info.video_local, gen) if sampler == "video" else epoch_order(n, gen)
-        yield from data.batches(split, batch_indices(order, batch_size))
+    out: list = []
+    while len(out) < count:
+        order = video_grouped_order(info.video_local, gen) if sampler == "video" \
+            else epoch_order(len(info), gen)
+        out += [b.numpy() for b in batch_indices(order, batch_size)]
+    return out[:count]
 
 
 def train_step(model, optimizers, autocast, audio, visual, question, answer, video_index=None,
@@ -170,7 +173,7 @@ def peak_gib(device: torch.device) -> float | None:
 def new_model(model_cfg, device, args):
     from model import build_model
     from train.config import TrainConfig
-    from train.loop import make_optimizers
+    from train.optim import make_optimizers
 
     model = build_model(model_cfg, seed=0).to(device).train()
     opts = make_optimizers(model, TrainConfig(lr=args.lr))
@@ -178,30 +181,83 @@ def new_model(model_cfg, device, args):
     return model, run, opts
 
 
-def time_ours(data, model_cfg, batch_size: int, device, args, sampler: str = "question") -> dict:
-    """QA/s and videos per question of our path at one batch size."""
+def time_ours(data, model_cfg, batch_size: int, device, args, sampler: str = "question",
+              graph: bool = False) -> dict:
+    """QA/s and videos per question of the training step ``train.loop`` runs (``train.step``):
+    the eager step, or (``graph``) the CUDA-graph step; the capture is not timed."""
+    from train.step import EagerStep, GraphStep, StepSettings, pack_plans, plans_shape
+
     reset_peak(device)
     model, run, opts = new_model(model_cfg, device, args)
+    scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: 1.0) for o in opts]
+    settings = StepSettings(args.align_weight, args.grad_clip, 0.0)
     autocast = amp_ctx(device, args.amp)
-    batches = endless_batches(data, args.split, batch_size, seed=args.seed, sampler=sampler)
+    warmup = max(args.warmup, 4) if graph else args.warmup  # GraphStep: 3 eager steps, capture
+    idx = batch_index_lists(data, args.split, batch_size, warmup + args.steps, args.seed, sampler)
+    answers = data.splits[args.split].answer
+    scales = [(1.0 / max(1, int((answers[i] >= 0).sum())), 1.0) for i in idx]
+    if graph:
+        step_fn = GraphStep(model, opts, scheds, settings, autocast, data, args.split)
+        plans_np = [data.plan(args.split, i) for i in idx]
+        shape = step_fn.prepare(plans_shape(plans_np, max(len(i) for i in idx)))
+        plans = torch.from_numpy(pack_plans(plans_np, shape)).to(device)
+        dev_scales = torch.tensor(scales, dtype=torch.float32, device=device)
+        n_videos = [len(p["videos"]) for p in plans_np]
 
-    def step(b):
-        train_step(run, opts, autocast, b.audio, b.visual, b.sentence, b.answer, b.video_index,
-                   b.tokens, b.token_mask, b.options, args.align_weight, args.grad_clip)
-        return len(b), len(b.audio)
+        def step(k):
+            step_fn(plans[k], dev_scales[k])
+            return len(idx[k]), int(n_videos[k])
+    else:
+        step_fn = EagerStep(model, run, opts, scheds, settings, autocast, device)
+        batches = data.batches(args.split, idx)
 
-    for _ in range(args.warmup):
-        step(next(batches))
+        def step(k):
+            b = next(batches)
+            step_fn(b, *scales[k])
+            return len(b), len(b.audio)
+    for k in range(warmup):
+        step(k)
     sync(device)
     t = time.perf_counter()
     qa = vids = pairs = 0
-    for _ in range(args.steps):
-        q, v = step(next(batches))
+    for k in range(warmup, warmup + args.steps):
+        q, v = step(k)
         qa, vids, pairs = qa + q, vids + v, pairs + v * v
     sync(device)
     dt = time.perf_counter() - t
-    del model, run, opts
+    del model, run, opts, step_fn
     return {"seconds": dt, "qa": qa, "videos": vids, "video_pairs": pairs, "peak_gib": peak_gib(device)}
+
+
+def time_default_command(store: str, epochs: int, device: torch.device) -> dict | None:
+    """``python cli.py train --store STORE --epochs N`` as a user types it (defaults otherwise),
+    in a subprocess: QA/s and time of its last epoch (validation included) from metrics.jsonl,
+    and the whole command's wall time (process start, data load, capture included)."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = Path(tempfile.mkdtemp(prefix="default-train-"))
+    cmd = [sys.executable, str(root / "cli.py"), "train", "--store", str(store), "--epochs",
+           str(epochs), "--out", str(out), "--name", "run"]
+    if device.type == "cpu":
+        cmd += ["--device", "cpu"]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    try:
+        if proc.returncode != 0:
+            print(f"default command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+            return None
+        rows = [json.loads(x) for x in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+        log = (out / "run" / "train.log").read_text()
+        step_line = next((ln.split("training step: ", 1)[1] for ln in log.splitlines()
+                          if "training step: " in ln), "?")
+        return {"command": " ".join(cmd[1:]), "wall_s": wall, "epochs": rows, "step": step_line,
+                "qa_per_s": rows[-1]["qa_per_s"], "epoch_s": rows[-1]["time"]}
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 # ---- peer-style path ------------------------------------------------------------------------
@@ -257,6 +313,11 @@ def main(argv: list[str] | None = None) -> dict:
                     help="batch orders of our path, one set of rows each: 'question' (shuffled "
                          "questions) and/or 'video' (video-grouped, train's sampler='video')")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
+    ap.add_argument("--step", nargs="+", choices=["eager", "graph"], default=None,
+                    help="training step of our rows (default: both on CUDA, eager on CPU)")
+    ap.add_argument("--default-epochs", type=int, default=2,
+                    help="also time `python cli.py train --store STORE --epochs N` with its "
+                         "defaults (0 = skip); its row shows the last epoch, validation included")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (both paths)")
     ap.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"],
                     help="auto = bf16 autocast on CUDA, none on CPU")
@@ -306,19 +367,24 @@ def main(argv: list[str] | None = None) -> dict:
     peak = args.peak_tflops * 1e12
 
     entries: list[tuple[str, int, dict | None, str]] = []
-    for sampler in args.samplers:
-        for bs in args.batch_sizes:
-            try:
-                r = time_ours(data, model_cfg, bs, device, args, sampler=sampler)
-            except torch.OutOfMemoryError:
-                r = None
-            if r is None and device.type == "cuda":  # free what the failed step held
-                gc.collect()
-                torch.cuda.empty_cache()
-            note = "" if bs <= n_split else f"split has {n_split} questions: batches of {n_split}"
-            label = "ours (resident, dedup)" if sampler == "question" else \
-                "ours (resident, dedup, video-grouped)"
-            entries.append((label, bs, r, note))
+    modes = args.step or (["eager", "graph"] if device.type == "cuda" else ["eager"])
+    for mode in modes:
+        for sampler in args.samplers:
+            for bs in args.batch_sizes:
+                try:
+                    r = time_ours(data, model_cfg, bs, device, args, sampler=sampler,
+                                  graph=mode == "graph")
+                except torch.OutOfMemoryError:
+                    r = None
+                if r is None and device.type == "cuda":  # free what the failed step held
+                    gc.collect()
+                    torch.cuda.empty_cache()
+                note = "" if bs <= n_split else f"split has {n_split} questions: batches of {n_split}"
+                label = f"ours, {'CUDA-graph' if mode == 'graph' else 'eager'} step" \
+                    + (", video-grouped" if sampler == "video" else "")
+                entries.append((label, bs, r, note))
+    default = time_default_command(args.store, args.default_epochs, device) \
+        if args.default_epochs else None
 
     peer = None
     export_info: dict = {}
@@ -356,6 +422,11 @@ def main(argv: list[str] | None = None) -> dict:
                      f"{epoch_s / floor_s:.1f}",
                      f"{qa_s / peer_qa_s:.2f}" if peer_qa_s else "-",
                      "-" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}", note])
+    if default is not None:
+        rows.append([f"python cli.py train (defaults; step: {default['step'].split(' (')[0]})", 64,
+                     f"{default['qa_per_s']:,.0f}", f"{default['epoch_s']:.3f} (with val)", "-", "-",
+                     "-", f"{default['qa_per_s'] / peer_qa_s:.2f}" if peer_qa_s else "-", "-",
+                     f"whole command {default['wall_s']:.1f} s for {args.default_epochs} epochs"])
     ours_ok = [(bs, rate(r)) for name, bs, r, _ in entries if r is not None and name.startswith("ours")]
     best_bs, best_qa_s = max(ours_ok, key=lambda x: x[1]) if ours_ok else (None, None)
 
@@ -371,7 +442,13 @@ def main(argv: list[str] | None = None) -> dict:
         "flops_per_question": flops[2], "peak_tflops": args.peak_tflops,
         "peer_export": export_info, "best_batch": best_bs, "best_qa_per_s": best_qa_s,
         "peer_qa_per_s": peer_qa_s, "ratio": best_qa_s / peer_qa_s if best_qa_s and peer_qa_s else None,
-        "goal": ">= 20,000 QA/s on one H100 (epoch <= 1.6 s) and >= 10x peer-style",
+        "default_command": default,
+        "default_train_qa_per_s": default["qa_per_s"] if default else None,
+        "peer_train_qa_per_s": peer_qa_s, "best_train_qa_per_s": best_qa_s,
+        "best_measured_over_floor": min((float(r[6]) for r in rows if r[0].startswith("ours")
+                                         and r[6] not in ("-",)), default=None),
+        "goal": "default command >= 10,000 QA/s at batch 64 and >= 8x peer-style; best >= 50,000 "
+                "QA/s with measured/floor <= 20 (one H100)",
     }
     print_table(f"Training throughput (fwd+bwd+opt, data included) - {args.variant}, T={T}, "
                 f"amp={args.amp}{', compiled' if args.compile else ''} - {dev_name}", cols, rows,

@@ -1,60 +1,18 @@
 """Hyperbolic audio-visual alignment with an adaptive, per-video curvature.
 
-Read top to bottom:
-
-1. ``CurvatureHead``: c = k0 * sigmoid(MLP([mean_t a ; mean_t v])) per video, in (0, k0)
-   (``adaptive``; the sigmoid is squeezed into [1e-5, 1 - 1e-5] so that c never reaches 0 or
-   k0, even where float32's sigmoid saturates), or the constant c = k0 (``fixed``).  The
-   Poincare ball of curvature -c has radius 1/sqrt(c).
-2. ``clip_tangent``: feature vectors are clipped to norm <= ``clip_radius`` before they are
-   mapped into the ball (Guo et al. 2022, "Clipped hyperbolic classifiers"): without the clip,
-   large features land on the boundary, where distances and gradients blow up.
-3. ``to_ball`` / ``to_tangent``: ``geoopt.manifolds.stereographic.math.expmap0`` (then a
-   projection strictly inside the ball) and ``logmap0``, with the per-video curvature broadcast
-   as k = -c of shape [V, 1, ...].  Always float32, autocast disabled.  geoopt's math runs
-   eagerly (:mod:`model.eager_geoopt`), not as TorchScript, so a step computes the same bits in
-   every process whatever ran before in it (exact resume depends on that).
-4. ``alignment_loss``: symmetric InfoNCE on negative distances between the time-pooled audio and
-   visual points of the videos in the batch (below: why this form).  ``pairwise_distance`` is a
-   closed form in O(V^2) memory; ``pairwise_distance_reference`` is the same with geoopt's
-   expmap0 / project / dist broadcast over [V, V, d]; tests check they agree.
-5. ``Alignment``: the module the model uses.  It returns the per-time-step features that go on
-   to the temporal blocks, the loss and the curvature.
-
-What the temporal blocks receive.  The audio and visual sequences are mapped into the ball and
-brought back to the tangent space at the origin with ``logmap0`` (the Mamba blocks are Euclidean
-layers).  logmap0 inverts expmap0, so these features equal the clipped encoder outputs (to
-float32 rounding: SHMambaConfig keeps sqrt(k0) * clip_radius <= 3, so |x| <= tanh(3)/sqrt(c) and
-the boundary projection at (1 - 4e-3)/sqrt(c) never acts); the hyperbolic
-geometry shapes the model through the alignment loss, whose gradients train the encoders (and the
-curvature MLP), and through the clipping.  The ``euclidean`` variant keeps the clip and the
-features identical and replaces only the distance in the loss, so that ablation isolates the
-geometry of the alignment.
-
-Why this loss.  The audio and the frames of one video describe the same scene, so the pair
-(audio_i, visual_i) should be closer than (audio_i, visual_j) for another video j.  A contrastive
-(InfoNCE) loss says exactly that and needs no labels; a plain pull-together loss (distance of the
-positive pair only) has a trivial minimum at which every video maps to one point.  Using the
-negative hyperbolic distance as the similarity puts the comparison in the curved space: near the
-boundary, distances grow exponentially, which lets specific (leaf-like) events be far apart while
-generic ones sit near the origin.  The loss is symmetric (audio->visual and visual->audio) like
-CLIP's.  Each video has its own curvature, so every comparison is made in the ball of the anchor
-video: row i of the audio->visual logits uses c_i for audio_i and every visual_j (and likewise
-for visual->audio).  The positive pair always uses its own video's curvature.  The time pooling
-is the mean in the tangent space at the origin (the Frechet mean is costlier and, for points this
-close to the origin, nearly the same).  Videos in a batch must be distinct (the model runs the
-per-video path once per distinct video, so they are); with V = 1 there are no negatives and the
-loss is 0.
-
-The Euclidean loss uses 2 * ||u_a - u_v||, which is exactly the hyperbolic distance in the limit
-c -> 0 (geoopt's conformal factor at the origin is 2), so temperatures are comparable.
+The ball lives in the alignment loss: per-video curvature c = k0 * sigmoid(MLP) (``CurvatureHead``),
+clipped tangent vectors (``clip_tangent``), and a symmetric InfoNCE on negative Poincare-ball
+distances (``alignment_loss`` / ``pairwise_distance``, a closed form checked against geoopt).
+The temporal blocks receive the clipped tangent vectors: mapping them into the ball and straight
+back (``logmap0(expmap0(u)) = u``) would be the identity, so it is not done.  ``expmap0`` and
+``logmap0`` are kept for views of the embeddings.  Rationale: docs/MODEL.md.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .eager_geoopt import pmath
+from geoopt.manifolds.stereographic import math as pmath  # the slow reference only
 
 CURVATURE_MARGIN = 1e-5  # c = k0 * (m + (1 - 2m) * sigmoid): strictly inside (0, k0) in float32
 
@@ -65,21 +23,25 @@ def clip_tangent(u: torch.Tensor, radius: float) -> torch.Tensor:
     return u * (radius / norm).clamp(max=1.0)
 
 
-def _k(c: torch.Tensor, ndim: int) -> torch.Tensor:
-    """Per-video curvature [V] as geoopt's k = -c, shaped [V, 1, ...] to broadcast over ndim dims."""
-    return -c.reshape(c.shape[0], *([1] * (ndim - 1)))
+def _sqrt_c(c: torch.Tensor, ndim: int) -> torch.Tensor:
+    """sqrt of the per-video curvature [V], shaped [V, 1, ...] to broadcast over ndim dims."""
+    return c.float().sqrt().reshape(c.shape[0], *([1] * (ndim - 1)))
 
 
-def to_ball(u: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """expmap0 of tangent vectors u [V, ..., d] into the ball of curvature -c[v], then projected
-    strictly inside it.  float32."""
-    k = _k(c.float(), u.dim())
-    return pmath.project(pmath.expmap0(u.float(), k=k), k=k)
+def expmap0(u: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Tangent vectors u [V, ..., d] into the ball of curvature -c[v], kept strictly inside it
+    (geoopt's expmap0 + project in closed form: no host syncs).  float32."""
+    u, sc = u.float(), _sqrt_c(c, u.dim())
+    norm = u.norm(dim=-1, keepdim=True).clamp_min(1e-15)
+    radius = torch.minimum(torch.tanh(sc * norm), torch.full_like(norm, 1.0 - BALL_EPS))
+    return u * (radius / (sc * norm))
 
 
-def to_tangent(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """logmap0 of ball points x [V, ..., d] back to the tangent space at the origin.  float32."""
-    return pmath.logmap0(x.float(), k=_k(c.float(), x.dim()))
+def logmap0(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Ball points x [V, ..., d] back to the tangent space at the origin.  float32."""
+    x, sc = x.float(), _sqrt_c(c, x.dim())
+    norm = x.norm(dim=-1, keepdim=True).clamp_min(1e-15)
+    return x * (torch.atanh((sc * norm).clamp(max=1.0 - 1e-7)) / (sc * norm))
 
 
 BALL_EPS = 4e-3  # geoopt's float32 projection margin: points stay within (1 - eps) / sqrt(c)
@@ -135,15 +97,21 @@ def pairwise_distance_reference(anchor: torch.Tensor, other: torch.Tensor, c: to
 
 
 def alignment_loss(audio: torch.Tensor, visual: torch.Tensor, c: torch.Tensor | None,
-                   temperature: float) -> torch.Tensor:
+                   temperature: float, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE on negative distances between pooled tangent vectors audio, visual [V, d].
 
-    ``c`` [V]: per-video curvature (hyperbolic), or None (Euclidean).  Returns a float32 scalar.
+    ``c`` [V]: per-video curvature (hyperbolic), or None (Euclidean).  ``mask`` [V] bool: only
+    these videos take part (padding rows of a static-shape batch do not).  A float32 scalar.
     """
     target = torch.arange(audio.shape[0], device=audio.device)
     a2v = -pairwise_distance(audio, visual, c) / temperature
     v2a = -pairwise_distance(visual, audio, c) / temperature
-    return 0.5 * (F.cross_entropy(a2v, target) + F.cross_entropy(v2a, target))
+    if mask is None:
+        return 0.5 * (F.cross_entropy(a2v, target) + F.cross_entropy(v2a, target))
+    keep = mask.to(a2v.dtype)
+    a2v, v2a = (x.masked_fill(~mask[None, :], -1e9) for x in (a2v, v2a))
+    per_row = F.cross_entropy(a2v, target, reduction="none") + F.cross_entropy(v2a, target, reduction="none")
+    return 0.5 * (per_row * keep).sum() / keep.sum().clamp_min(1.0)
 
 
 class CurvatureHead(nn.Module):
@@ -169,8 +137,8 @@ class CurvatureHead(nn.Module):
 
 
 class Alignment(nn.Module):
-    """Maps audio and visual sequences into the ball, computes the alignment loss, returns the
-    per-time-step tangent features for the temporal blocks.
+    """Clips the audio and visual sequences, computes the per-video curvature and the alignment
+    loss in the ball, returns the clipped per-time-step tangent features for the temporal blocks.
 
     ``geometry="euclidean"``: same clip and features, Euclidean distance, no curvature.
     """
@@ -185,15 +153,12 @@ class Alignment(nn.Module):
         self.curvature = (CurvatureHead(d_model, curvature_hidden, k0, adaptive=curvature == "adaptive")
                           if geometry == "hyperbolic" else None)
 
-    def forward(self, a: torch.Tensor, v: torch.Tensor):
-        """a, v [V, T, d] -> (a', v' [V, T, d] float32, loss scalar, curvature [V] or None)."""
+    def forward(self, a: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None):
+        """a, v [V, T, d] -> (clipped a', v' [V, T, d] float32, loss scalar, curvature [V] or
+        None).  ``mask`` [V] bool: the videos that take part in the loss (None: all)."""
         with torch.autocast(device_type=a.device.type, enabled=False):
             a, v = a.float(), v.float()
             ua, uv = clip_tangent(a, self.clip_radius), clip_tangent(v, self.clip_radius)
-            if self.curvature is None:
-                c = None
-            else:
-                c = self.curvature(a, v)
-                ua, uv = to_tangent(to_ball(ua, c), c), to_tangent(to_ball(uv, c), c)
-            loss = alignment_loss(ua.mean(dim=1), uv.mean(dim=1), c, self.temperature)
+            c = None if self.curvature is None else self.curvature(a, v)
+            loss = alignment_loss(ua.mean(dim=1), uv.mean(dim=1), c, self.temperature, mask)
         return ua, uv, loss, c

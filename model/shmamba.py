@@ -4,7 +4,7 @@ Tensors in, tensors out (the model knows nothing of files).  The forward pass, t
 
     per video (once per distinct video, V of them)
       audio [V,T,A] -> Linear -> a [V,T,d]          visual [V,T,Dv] -> Linear -> v [V,T,d]
-      Alignment: curvature c [V], a/v into the Poincare ball and back (logmap0), InfoNCE loss
+      Alignment: clip, curvature c [V], InfoNCE loss on Poincare-ball distances
       TemporalBlocks: n_layers Mamba (or Transformer, or none) blocks over time, each modality
       fusion.per_video: gates from the other modality, temporal conv -> fused keys/values
     per question (B of them; video_index [B] says which video each one is about)
@@ -96,22 +96,27 @@ class SHMamba(nn.Module):
     # ---------------------------------------------------------------------------------- forward
     def forward(self, audio: torch.Tensor, visual: torch.Tensor, question: torch.Tensor,
                 tokens: torch.Tensor | None = None, token_mask: torch.Tensor | None = None,
-                video_index: torch.Tensor | None = None, options: torch.Tensor | None = None
-                ) -> ModelOutput:
+                video_index: torch.Tensor | None = None, options: torch.Tensor | None = None,
+                video_mask: torch.Tensor | None = None) -> ModelOutput:
         """audio [V,T,A], visual [V,T,Dv]: the V distinct videos (float16/32; cast inside).
         question [B,Dt]; tokens [B,L,Dt] + token_mask [B,L] bool (used when cfg.use_tokens);
         video_index [B] long: the video of each question (None: V == B, question b <-> video b);
         options [B,K,Dt] with K == cfg.n_options (multiple choice).
+        video_mask [V] bool: the real videos of a padded (static-shape) batch; padding rows stay
+        out of the alignment loss and no question should point at them.
         The V videos should be distinct: the alignment loss treats the other videos of the batch
         as negatives (pass each video once and point questions at it with video_index).
         """
         self._check_inputs(audio, visual, question, tokens, token_mask, video_index, options)
+        if video_mask is not None and (video_mask.shape != audio.shape[:1] or video_mask.dtype != torch.bool):
+            raise ValueError(f"SHMamba: video_mask must be bool of shape [{audio.shape[0]}], got "
+                             f"{video_mask.dtype} {tuple(video_mask.shape)}")
         dtype = self.audio_enc.weight.dtype
 
         # per video
         a = self.drop(self.audio_enc(audio.to(dtype)))
         v = self.drop(self.visual_enc(visual.to(dtype)))
-        a, v, align_loss, curvature = self.align(a, v)
+        a, v, align_loss, curvature = self.align(a, v, video_mask)
         a, v = self.temporal(a.to(dtype), v.to(dtype))
         state = self.fusion.per_video(a, v)
 

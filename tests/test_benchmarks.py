@@ -78,8 +78,16 @@ def test_train_throughput_script(store, tmp_path):
                      "--model", "d_model=16", "--json", str(js))
     table = load_table(js, out)
     rows = table["rows"]
-    assert [r[1] for r in rows] == [16, 32, 8]
+    assert [r[1] for r in rows] == [16, 32, 8, 64]
     assert rows[0][0].startswith("ours") and rows[2][0].startswith("peer-style")
+    # the command a user types, with its defaults (batch 64), in the same run
+    assert rows[3][0].startswith("python cli.py train (defaults; step: eager")
+    assert float(rows[3][2].replace(",", "")) > 0
+    meta = table["meta"]
+    assert meta["default_train_qa_per_s"] == meta["default_command"]["qa_per_s"] > 0
+    assert len(meta["default_command"]["epochs"]) == 2
+    assert meta["peer_train_qa_per_s"] == meta["peer_qa_per_s"]
+    rows = rows[:3]
     for r in rows:
         assert float(r[2].replace(",", "")) > 0          # QA/s
         assert float(r[5]) > 0 and float(r[6]) > 0      # FLOP floor, measured / floor

@@ -6,7 +6,7 @@ import torch
 from geoopt.manifolds.stereographic import math as pmath
 
 from model.hyperbolic import (Alignment, CurvatureHead, alignment_loss, clip_tangent,
-                              pairwise_distance, pairwise_distance_reference, to_ball, to_tangent)
+                              pairwise_distance, pairwise_distance_reference, expmap0, logmap0)
 
 torch.set_num_threads(1)
 
@@ -19,14 +19,14 @@ def test_expmap0_logmap0_round_trip_per_video_curvature():
     g = _gen(0)
     u = clip_tangent(torch.randn(5, 7, 16, generator=g) * 3, radius=2.0)
     c = torch.tensor([0.01, 0.2, 0.5, 1.0, 2.0])  # sqrt(c) * 2.0 <= 3: never at the boundary
-    x = to_ball(u, c)
+    x = expmap0(u, c)
     assert x.dtype == torch.float32
     # every point lies strictly inside its own video's ball of radius 1/sqrt(c)
     assert (x.norm(dim=-1) < (1.0 / c.sqrt())[:, None]).all()
-    torch.testing.assert_close(to_tangent(x, c), u, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(logmap0(x, c), u, rtol=1e-4, atol=1e-5)
     # far out (sqrt(c)*|u| = 20): projected strictly inside the ball, finite on the way back
-    far = to_ball(u / u.norm(dim=-1, keepdim=True) * 20.0, torch.ones(5))
-    assert (far.norm(dim=-1) < 1.0).all() and torch.isfinite(to_tangent(far, torch.ones(5))).all()
+    far = expmap0(u / u.norm(dim=-1, keepdim=True) * 20.0, torch.ones(5))
+    assert (far.norm(dim=-1) < 1.0).all() and torch.isfinite(logmap0(far, torch.ones(5))).all()
 
 
 def test_per_video_curvature_matches_one_video_at_a_time():
@@ -34,7 +34,7 @@ def test_per_video_curvature_matches_one_video_at_a_time():
     g = _gen(1)
     u = clip_tangent(torch.randn(4, 6, 8, generator=g), 2.0)
     c = torch.tensor([0.1, 0.4, 0.7, 0.95])
-    fast = to_ball(u, c)
+    fast = expmap0(u, c)
     for i in range(4):
         k = torch.tensor(-float(c[i]))
         ref = pmath.project(pmath.expmap0(u[i], k=k), k=k)
@@ -162,3 +162,35 @@ def test_alignment_runs_in_float32_under_autocast():
     assert ua.dtype == uv.dtype == loss.dtype == c.dtype == torch.float32
     ref = align(a.float(), v.float())
     torch.testing.assert_close(loss, ref[2])
+
+
+@pytest.mark.parametrize("geometry", ["hyperbolic", "euclidean"])
+def test_masked_alignment_loss_equals_the_loss_without_the_padding_rows(geometry):
+    """Padding rows (a static-shape batch) take no part: neither as anchors nor as negatives."""
+    g = _gen(7)
+    a = clip_tangent(torch.randn(7, 10, generator=g), 2.0)
+    v = clip_tangent(torch.randn(7, 10, generator=g), 2.0)
+    c = torch.linspace(0.1, 0.9, 7) if geometry == "hyperbolic" else None
+    real = 5
+    pad_a = torch.cat([a[:real], a[:1].repeat(2, 1)])  # padding repeats a real video
+    pad_v = torch.cat([v[:real], v[:1].repeat(2, 1)])
+    pad_c = None if c is None else torch.cat([c[:real], c[:1].repeat(2)])
+    mask = torch.arange(7) < real
+    want = alignment_loss(a[:real], v[:real], None if c is None else c[:real], 0.1)
+    got = alignment_loss(pad_a, pad_v, pad_c, 0.1, mask)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    # one real video: nothing to contrast, as without padding
+    one = alignment_loss(pad_a, pad_v, pad_c, 0.1, torch.arange(7) < 1)
+    assert float(one) == 0.0
+
+
+def test_expmap0_matches_geoopt_with_projection_far_out():
+    g = _gen(8)
+    u = torch.randn(3, 4, 6, generator=g) * 10.0  # sqrt(c)|u| up to ~40: projected
+    c = torch.tensor([0.2, 1.0, 3.0])
+    for i in range(3):
+        k = torch.tensor(-float(c[i]))
+        ref = pmath.project(pmath.expmap0(u[i], k=k), k=k)
+        torch.testing.assert_close(expmap0(u, c)[i], ref, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(logmap0(ref, c[i:i + 1].expand(4))[:, None].squeeze(1),
+                                   pmath.logmap0(ref, k=k), rtol=1e-4, atol=1e-4)

@@ -151,7 +151,7 @@ TINY = {"d_model": 16, "n_layers": 1, "d_state": 4, "n_heads": 2, "curvature_hid
         "dropout": 0.2}
 TRAIN = {"epochs": 6, "batch_size": 4, "lr": 3e-3, "num_threads": 1, "align_weight": 0.1,
          "seed": 5, "patience": 0}
-VOLATILE = {"time", "train_time", "qa_per_s"}
+VOLATILE = {"time", "train_time", "val_time", "qa_per_s"}
 
 
 def stable(rows: list[dict]) -> list[dict]:

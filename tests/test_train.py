@@ -21,7 +21,7 @@ from train import (CheckpointError, DataError, StoreData, find_checkpoint, load_
                    read_metrics, reference_batch, resume_config, train)
 from train.checkpoint import save_checkpoint  # noqa: E402
 from train.data import batch_indices, epoch_order  # noqa: E402
-from train.loop import lr_factor, make_optimizers, make_schedulers  # noqa: E402
+from train.optim import lr_factor, make_optimizers, make_schedulers  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -19,7 +19,7 @@ torch.set_num_threads(1)
 
 TINY = {"d_model": 16, "n_layers": 1, "d_state": 4, "n_heads": 2, "curvature_hidden": 8,
         "dropout": 0.2}          # dropout on: the RNG state must be restored too
-VOLATILE = {"time", "train_time", "qa_per_s"}
+VOLATILE = {"time", "train_time", "val_time", "qa_per_s"}
 
 
 def cfg_for(store, out, name, **kw):

@@ -9,14 +9,15 @@ from .config import RUNTIME_FIELDS, TrainConfig, load_train_config, resume_confi
 from .data import Batch, DataError, StoreData, open_store, reference_batch, store_dims
 from .distributed import DistContext, init_distributed
 from .evaluate import StoreMismatchWarning, evaluate, records_for_rows, store_vocabulary
-from .loop import RunResult, predict, prepare_config, train
+from .loop import RunResult, prepare_config, train
+from .predict import Predictor, predict
 from .runs import RunError, read_metrics, resolve_run_dir
 from .scoring import (ScoringError, format_table, majority_baseline, read_predictions, score,
                       write_predictions)
 
 __all__ = [
     "TrainConfig", "load_train_config", "resume_config", "RUNTIME_FIELDS",
-    "train", "prepare_config", "RunResult", "predict",
+    "train", "prepare_config", "RunResult", "predict", "Predictor",
     "evaluate", "StoreMismatchWarning", "records_for_rows", "store_vocabulary",
     "StoreData", "Batch", "open_store", "store_dims", "reference_batch", "DataError",
     "Checkpoint", "CheckpointError", "find_checkpoint", "save_checkpoint", "check_compatible",

@@ -17,7 +17,7 @@ from store.config_io import ConfigError, resolve, to_dict
 #: differ when a run is resumed.  Every other field must equal the run's recorded config.
 RUNTIME_FIELDS: frozenset[str] = frozenset(
     {"progress", "stop_after", "num_threads", "device", "memory_budget_mb", "prefetch", "out",
-     "store"}
+     "store", "cuda_graph"}
 )
 
 
@@ -61,6 +61,9 @@ class TrainConfig:
     memory_budget_mb: float = 0.0       #: device memory for resident arrays; 0 = auto
     prefetch: int = 2                   #: batches read ahead when streaming from HDF5
     ddp_find_unused: bool = False       #: DistributedDataParallel(find_unused_parameters=...)
+    #: replay the training step and predictions from CUDA graphs (one CUDA device, resident data;
+    #: eager elsewhere); same arithmetic as the eager step, other dropout draws
+    cuda_graph: bool = True
 
     def __post_init__(self) -> None:
         checks = [

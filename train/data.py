@@ -252,7 +252,7 @@ class StoreData:
     # CUDA, index tensors go over with non-blocking copies and the gathers are queued behind the
     # previous step's kernels.
 
-    def _plan(self, split: str, index: np.ndarray) -> dict[str, np.ndarray]:
+    def plan(self, split: str, index: np.ndarray) -> dict[str, np.ndarray]:
         """Host-side bookkeeping of one batch: positions, distinct videos, video_index."""
         vloc = self.splits[split].video_local[index]
         uniq, inv = np.unique(vloc, return_inverse=True)
@@ -302,6 +302,14 @@ class StoreData:
             options=as_float(qfield("options")) if self.with_options else None,
             answer=q["answer"][index], qtype=q["qtype"][index], index=index)
 
+    def gather(self, split: str, index: torch.Tensor, videos: torch.Tensor,
+               video_index: torch.Tensor) -> Batch:
+        """The batch of device index tensors (question positions, distinct video rows, question ->
+        video): device gathers only, so it can run inside a CUDA graph.  Resident data only."""
+        if not (self.videos_resident and self.questions_resident[split]):
+            raise RuntimeError(f"gather: split {split!r} is not fully resident on {self.device}")
+        return self._assemble(split, {"index": index, "videos": videos, "video_index": video_index}, {})
+
     def _plans_on_device(self, plans: list[dict[str, np.ndarray]]) -> list[dict[str, torch.Tensor]]:
         """All plans' index arrays in one host->device copy per key; views per batch."""
         out: list[dict[str, torch.Tensor]] = [{} for _ in plans]
@@ -316,14 +324,14 @@ class StoreData:
     def batch(self, split: str, index: torch.Tensor | np.ndarray) -> Batch:
         """The batch of questions at positions ``index`` of ``split`` (synchronous)."""
         idx = (index.cpu().numpy() if torch.is_tensor(index) else np.asarray(index)).astype(np.int64)
-        plan = self._plan(split, idx)
+        plan = self.plan(split, idx)
         host = self._host_part(split, plan)
         return self._assemble(split, self._plans_on_device([plan])[0], host)
 
     def batches(self, split: str, indices: Iterable[torch.Tensor | np.ndarray]) -> Iterator[Batch]:
         """Batches for each index array, in order.  Fully resident: device gathers only.
         Otherwise a background thread reads the streamed parts ``prefetch`` batches ahead."""
-        plans = [self._plan(split, (i.cpu().numpy() if torch.is_tensor(i) else np.asarray(i))
+        plans = [self.plan(split, (i.cpu().numpy() if torch.is_tensor(i) else np.asarray(i))
                             .astype(np.int64)) for i in indices]
         dev_plans = self._plans_on_device(plans)
         streamed = not (self.videos_resident and self.questions_resident[split])

@@ -29,6 +29,7 @@ from .checkpoint import check_compatible, find_checkpoint
 from .data import SplitInfo, StoreData, open_store, store_dims
 from .distributed import resolve_device
 from .runs import CONFIG_FILE, STORE_FILE, read_json, read_metrics, resolve_run_dir, write_json_atomic
+from .predict import predict, prediction_map
 from .scoring import format_table, majority_baseline, score, write_predictions
 
 log = logging.getLogger(__name__)
@@ -97,11 +98,9 @@ def evaluate(run_dir: str | Path | None = None, store: str | None = None, split:
     """Evaluate a run's checkpoint on ``split``; write predictions, reports and plots into the
     run directory; return the scorer's report with ``"baseline"`` (majority answer per type from
     ``baseline_split``, if the store has it), ``"files"`` and ``"table"`` added."""
-    import torch
 
     from model import SHMambaConfig, build_model
 
-    from .loop import predict, prediction_map
     from .plots import (plot_confusion, plot_curvature, plot_training_curves,
                         plot_type_accuracy)
 
@@ -132,9 +131,8 @@ def evaluate(run_dir: str | Path | None = None, store: str | None = None, split:
 
     data = StoreData(fs, [split], dev, with_tokens=bool(mcfg.get("use_tokens", False)))
     info = data.splits[split]
-    with torch.jit.optimized_execution(False):  # the same numerics as validation in training
-        preds = predict(model, data, split, batch_size or int(cfg.get("eval_batch_size", 512)),
-                        str(cfg.get("amp", "auto")))
+    preds = predict(model, data, split, batch_size or int(cfg.get("eval_batch_size", 512)),
+                    str(cfg.get("amp", "auto")))
     pmap = prediction_map(preds, data, split)
 
     # records: every question of the split (those whose video is missing count as missing)

@@ -1,0 +1,95 @@
+"""Where a training step's GPU time goes: ``torch.profiler`` over the eager step and the CUDA-graph
+step of ``train.step`` at one batch size, kernels grouped by name.
+
+    python benchmarks/profile_step.py STORE/feats.h5 [--batch-size 64] [--steps 20] [--top 25]
+
+Prints, per path: wall ms per step, summed kernel ms per step, kernels per step, and the kernels
+that take the most time.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from common import device_name, pick_device, print_table, sync  # noqa: E402  (adds repo to path)
+from train_throughput import batch_index_lists, model_config_for_store  # noqa: E402
+
+
+def build(data, model_cfg, device, args, graph: bool):
+    from model import build_model
+    from train.config import TrainConfig
+    from train.optim import make_optimizers
+    from train.step import EagerStep, GraphStep, StepSettings, graph_autocast, pack_plans, plans_shape
+
+    model = build_model(model_cfg, seed=0).to(device).train()
+    opts = make_optimizers(model, TrainConfig(lr=1e-4))
+    scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: 1.0) for o in opts]
+    settings, autocast = StepSettings(0.1, 1.0, 0.0), graph_autocast(device, "auto")
+    n = 2 * args.steps + 8
+    idx = batch_index_lists(data, "train", args.batch_size, n, 0, args.sampler)
+    scales = torch.tensor([(1.0 / len(i), 1.0) for i in idx], dtype=torch.float32, device=device)
+    if graph:
+        step = GraphStep(model, opts, scheds, settings, autocast, data, "train")
+        plans_np = [data.plan("train", i) for i in idx]
+        plans = torch.from_numpy(pack_plans(plans_np, step.prepare(
+            plans_shape(plans_np, args.batch_size)))).to(device)
+        return lambda k: step(plans[k], scales[k])
+    step = EagerStep(model, model, opts, scheds, settings, autocast, device)
+    batches = data.batches("train", idx)
+    return lambda k: step(next(batches), float(scales[k, 0]), 1.0)
+
+
+def measure(call, device, args) -> tuple[float, dict]:
+    for k in range(6):
+        call(k)
+    sync(device)
+    t = time.perf_counter()
+    for k in range(6, 6 + args.steps):
+        call(k)
+    sync(device)
+    wall = (time.perf_counter() - t) / args.steps
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for k in range(6 + args.steps, 6 + 2 * args.steps):
+            call(k)
+        sync(device)
+    kernels: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    for ev in prof.events():
+        if ev.device_type == torch.autograd.DeviceType.CUDA:
+            kernels[ev.name][0] += 1
+            kernels[ev.name][1] += ev.device_time_total / 1000.0
+    return wall * 1000, kernels
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("store")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--sampler", default="question", choices=["question", "video"])
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args(argv)
+    from train.data import StoreData, open_store
+
+    device = pick_device(args.device)
+    store = open_store(args.store)
+    model_cfg = model_config_for_store(store, "shmamba", {})
+    data = StoreData(store, ["train"], device, with_tokens=False)
+    for graph in (False, True):
+        wall, kernels = measure(build(data, model_cfg, device, args, graph), device, args)
+        total = sum(v[1] for v in kernels.values()) / args.steps
+        count = sum(v[0] for v in kernels.values()) / args.steps
+        name = "CUDA-graph" if graph else "eager"
+        rows = [[k[:90], f"{v[0] / args.steps:.1f}", f"{v[1] / args.steps:.3f}"]
+                for k, v in sorted(kernels.items(), key=lambda kv: -kv[1][1])[:args.top]]
+        print_table(f"{name} step, batch {args.batch_size} ({args.sampler}) - {device_name(device)}: "
+                    f"wall {wall:.2f} ms/step, kernels {total:.2f} ms/step, {count:.0f} kernels/step",
+                    ["kernel", "calls/step", "ms/step"], rows)
+
+
+if __name__ == "__main__":
+    main()

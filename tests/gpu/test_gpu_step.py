@@ -1,0 +1,136 @@
+"""The CUDA-graph training step and graphed predictions against the eager reference, on a real
+(small, random) store on the GPU.  Skips without CUDA.
+
+    source .whl/remote_setup.sh && python3 -m pytest -q -s tests/gpu/test_gpu_step.py
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    pytest.skip("needs CUDA", allow_module_level=True)
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from storegen import make_store  # noqa: E402
+
+from model import build_model  # noqa: E402
+from store.reader import FeatureStore  # noqa: E402
+from train import StoreData, load_train_config, read_metrics, train  # noqa: E402
+from train.data import batch_indices, epoch_order, store_dims  # noqa: E402
+from train.loop import model_config_for  # noqa: E402
+from train.optim import make_optimizers, make_schedulers  # noqa: E402
+from train.predict import Predictor  # noqa: E402
+from train.step import (EagerStep, GraphStep, StepSettings, graph_autocast, pack_plans,  # noqa: E402
+                        plans_shape)
+
+DEV = torch.device("cuda")
+STEPS, BATCH = 12, 32
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("gpu") / "feats.h5", n_videos=160, T=60,
+                      visual_dim=512, text_dim=512, seed=11, keep_arrays=False)
+
+
+@pytest.fixture(scope="module")
+def data(store_path):
+    return StoreData(FeatureStore(str(store_path)), ["train", "val"], DEV, with_tokens=False)
+
+
+@pytest.fixture()
+def exact_fp32():
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def setup(data, amp):
+    cfg = load_train_config(None, {"store": "x", "lr": 1e-3, "amp": amp})
+    model = build_model(model_config_for("shmamba", {"dropout": 0.0}, store_dims(data.store)),
+                        seed=0).to(DEV)
+    opts = make_optimizers(model, cfg)
+    scheds, _ = make_schedulers(opts, cfg, 100)
+    return model, opts, scheds, graph_autocast(DEV, amp), StepSettings(0.1, 1.0, 0.0)
+
+
+def run_steps(data, amp, graph: bool):
+    model, opts, scheds, autocast, settings = setup(data, amp)
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    order = epoch_order(len(data.splits["train"]), torch.Generator().manual_seed(0))
+    idx = [b.numpy() for b in batch_indices(order, BATCH)][:STEPS]
+    answers = data.splits["train"].answer
+    scales = [(1.0 / max(1, int((answers[i] >= 0).sum())), 1.0) for i in idx]
+    losses = []
+    if graph:
+        step = GraphStep(model, opts, scheds, settings, autocast, data, "train")
+        plans_np = [data.plan("train", i) for i in idx]
+        shape = step.prepare(plans_shape(plans_np, BATCH))
+        plans = torch.from_numpy(pack_plans(plans_np, shape)).to(DEV)
+        dev_scales = torch.tensor(scales, dtype=torch.float32, device=DEV)
+        for k in range(len(idx)):
+            before = step.acc.clone()
+            step(plans[k], dev_scales[k])
+            losses.append((step.acc - before).cpu())
+        assert step.graph is not None, "the step was never captured"
+    else:
+        step = EagerStep(model, model, opts, scheds, settings, autocast, DEV)
+        for k, batch in enumerate(data.batches("train", idx)):
+            before = step.acc.clone()
+            step(batch, *scales[k])
+            losses.append((step.acc - before).cpu())
+    torch.cuda.synchronize()
+    delta = {n: (p.detach() - start[n]) for n, p in model.named_parameters()}
+    return torch.stack(losses), delta
+
+
+@pytest.mark.parametrize("amp", ["off", "bf16"])
+def test_graph_step_gives_the_eager_steps_losses_and_weights(data, amp, exact_fp32):
+    eager_losses, eager_delta = run_steps(data, amp, graph=False)
+    graph_losses, graph_delta = run_steps(data, amp, graph=True)
+    # [CE sum, answered, correct, align * videos] per step
+    assert torch.equal(graph_losses[:, 1], eager_losses[:, 1])  # the same questions answered
+    ce_rel = ((graph_losses[:, 0] - eager_losses[:, 0]).abs() / eager_losses[:, 0]).max().item()
+    al_rel = ((graph_losses[:, 3] - eager_losses[:, 3]).abs() / eager_losses[:, 3]).max().item()
+    num = sum(float((graph_delta[n] - eager_delta[n]).norm() ** 2) for n in eager_delta) ** 0.5
+    den = sum(float(eager_delta[n].norm() ** 2) for n in eager_delta) ** 0.5
+    print(f"\n[{amp}] {STEPS} steps: CE max rel diff {ce_rel:.2e}, align max rel diff {al_rel:.2e}, "
+          f"weight update rel diff {num / den:.2e}")
+    tol = 1e-4 if amp == "off" else 2e-2
+    assert ce_rel <= tol and al_rel <= tol
+    assert num / den <= (1e-3 if amp == "off" else 5e-2)
+
+
+def test_graphed_predictions_equal_eager_predictions(data, exact_fp32):
+    model = build_model(model_config_for("shmamba", {}, store_dims(data.store)), seed=1).to(DEV)
+    eager = Predictor(model, data, 48, amp="off", graphs=False)("val")
+    predictor = Predictor(model, data, 48, amp="off", graphs=True)
+    graphed = predictor("val")
+    again = predictor("val")  # replays the captured graph
+    agree = float(np.mean(graphed.pred == eager.pred))
+    print(f"\npredictions agree on {100 * agree:.2f} % of {len(eager.pred)} questions")
+    assert agree >= 0.99
+    assert np.array_equal(graphed.video_local, eager.video_local)
+    np.testing.assert_allclose(graphed.curvature, eager.curvature, rtol=1e-4)
+    assert np.array_equal(again.pred, graphed.pred)
+
+
+def test_train_command_runs_the_graph_step_and_resumes(store_path, tmp_path):
+    cfg = load_train_config(None, {"store": str(store_path), "out": str(tmp_path), "name": "r",
+                                   "epochs": 3, "batch_size": 16, "progress": False,
+                                   "stop_after": 2})
+    first = train(cfg)
+    assert first.stopped == "stop_after"
+    log = (tmp_path / "r" / "train.log").read_text()
+    assert "training step: CUDA graph" in log
+    result = train(load_train_config(None, {"store": str(store_path), "out": str(tmp_path),
+                                            "progress": False}), resume=str(tmp_path / "r"))
+    rows = read_metrics(tmp_path / "r")
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and result.epochs_done == 3
+    assert all(np.isfinite(r["train_loss"]) and r["val_overall"] is not None for r in rows)
