@@ -19,7 +19,7 @@ Curvature = Literal["adaptive", "fixed"]
 Temporal = Literal["mamba", "transformer", "none"]
 Fusion = Literal["cross", "concat"]
 TemporalWeights = Literal["shared", "per-modality"]
-Backend = Literal["auto", "mamba-ssm", "mambapy"]
+Backend = Literal["auto", "triton", "mamba-ssm", "mambapy"]
 
 _CHOICES = {
     "geometry": ("hyperbolic", "euclidean"),
@@ -27,7 +27,7 @@ _CHOICES = {
     "temporal": ("mamba", "transformer", "none"),
     "fusion": ("cross", "concat"),
     "mamba_weights": ("shared", "per-modality"),
-    "backend": ("auto", "mamba-ssm", "mambapy"),
+    "backend": ("auto", "triton", "mamba-ssm", "mambapy"),
 }
 
 # Fields that do not change which weights exist or what they compute: a checkpoint trained with
@@ -64,7 +64,7 @@ class SHMambaConfig:
     fusion: Fusion = "cross"                  #: cross (gated, conv, question-guided) | concat
     mamba_weights: TemporalWeights = "shared"  #: one temporal stack for both modalities or two
     fusion_kernel: int = 3        #: temporal convolution width of the cross fusion (odd)
-    backend: Backend = "auto"     #: Mamba implementation: auto | mamba-ssm | mambapy
+    backend: Backend = "auto"     #: Mamba implementation: auto | triton | mamba-ssm | mambapy
     # --- training-time behaviour ---
     dropout: float = 0.1
     align_temperature: float = 0.1  #: temperature of the InfoNCE alignment loss

@@ -1,17 +1,14 @@
-"""The Mamba block with two interchangeable backends, and the pre-norm residual layer around it.
+"""The Mamba block with three interchangeable backends, and the pre-norm residual layer around it.
 
+* ``triton``: our block (:class:`TritonMambaBlock`): the projections in PyTorch, the causal
+  depthwise convolution as shifted multiply-adds, and the selective scan as a Triton kernel
+  (:mod:`model.scan`); CUDA only.
 * ``mamba-ssm``: ``mamba_ssm.Mamba`` (fused CUDA selective scan); needs CUDA and the package.
 * ``mambapy``: ``mambapy.mamba.MambaBlock`` (pure PyTorch, parallel scan); runs anywhere.
 
-Both hold the same parameters under the same names and shapes (in_proj, conv1d, x_proj, dt_proj,
-A_log, D, out_proj; dt_rank = ceil(d_model / 16)), so a state_dict from one loads into the other;
-``MambaMixer`` keeps either as ``self.mixer`` so the keys are identical too.  mamba_ssm is
-imported lazily, only when it is chosen.  mambapy's parallel scan pads a sequence to the next
-power of two and cuts the result (causal, so exact); tests check T = 60 against the sequential
-reference scan.
-
-``backend="auto"`` picks mamba-ssm when CUDA is available and ``import mamba_ssm`` works, else
-mambapy.  The choice and its reason are logged (logger ``model.ssm``) and kept on the module.
+All hold the same parameters under the same names and shapes (in_proj, conv1d, x_proj, dt_proj,
+A_log, D, out_proj), so a state_dict from one loads into another.  ``backend="auto"`` picks
+triton, then mamba-ssm, on CUDA, and mambapy elsewhere; the choice and its reason are logged.
 """
 from __future__ import annotations
 
@@ -20,10 +17,14 @@ import logging
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+from mambapy.mamba import MambaBlock, MambaConfig
+
+from . import scan
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("mamba-ssm", "mambapy")
+BACKENDS = ("triton", "mamba-ssm", "mambapy")
 
 
 @functools.lru_cache(maxsize=1)
@@ -36,31 +37,67 @@ def _mamba_ssm_import_error() -> str | None:
     return None
 
 
-def resolve_backend(requested: str = "auto") -> tuple[str, str]:
+def resolve_backend(requested: str = "auto", d_state: int = 16) -> tuple[str, str]:
     """Which Mamba implementation to use: (backend, reason).
 
-    ``requested`` is "auto", "mamba-ssm" or "mambapy".  Forcing "mamba-ssm" without CUDA or
-    without an importable mamba_ssm raises RuntimeError saying which is missing.
+    ``requested`` is "auto", "triton", "mamba-ssm" or "mambapy".  Forcing a CUDA backend where it
+    cannot run raises RuntimeError saying what is missing.
     """
     if requested not in ("auto", *BACKENDS):
         raise ValueError(f"unknown Mamba backend {requested!r}; use one of {['auto', *BACKENDS]}")
     if requested == "mambapy":
         return "mambapy", "requested"
     has_cuda = torch.cuda.is_available()
+    if requested in ("triton", "mamba-ssm") and not has_cuda:
+        raise RuntimeError(f"backend {requested!r} requested but CUDA is not available "
+                           "(use backend='mambapy' or 'auto')")
+    pow2 = d_state > 0 and d_state & (d_state - 1) == 0  # the Triton scan's state width
+    if requested == "triton":
+        if not scan.available() or not pow2:
+            raise RuntimeError("backend 'triton' requested but " + (
+                "triton is not installed" if not scan.available() else
+                f"d_state = {d_state} is not a power of two"))
+        return "triton", "requested"
     error = _mamba_ssm_import_error() if has_cuda else None
     if requested == "mamba-ssm":
-        if not has_cuda:
-            raise RuntimeError("backend 'mamba-ssm' requested but CUDA is not available "
-                               "(use backend='mambapy' or 'auto')")
         if error is not None:
             raise RuntimeError(f"backend 'mamba-ssm' requested but mamba_ssm does not import: "
-                               f"{error} (install the [gpu] extra, or use backend='mambapy')")
+                               f"{error} (install the [gpu] extra, or use backend='triton')")
         return "mamba-ssm", "requested"
     if not has_cuda:
         return "mambapy", "auto: CUDA not available"
+    if scan.available() and pow2:
+        return "triton", "auto: CUDA and triton available"
     if error is not None:
-        return "mambapy", f"auto: mamba_ssm not importable ({error})"
-    return "mamba-ssm", "auto: CUDA and mamba_ssm available"
+        return "mambapy", f"auto: no triton scan ({'not installed' if pow2 else 'd_state not a power of two'}) and mamba_ssm not importable ({error})"
+    return "mamba-ssm", f"auto: CUDA and mamba_ssm available (no triton scan: {'not installed' if pow2 else 'd_state not a power of two'})"
+
+
+def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``Conv1d(groups=channels, padding=K-1)[..., :L]`` on channels-last x [b, L, E] (weight
+    [E, 1, K]): K shifted multiply-adds, result contiguous in x's dtype."""
+    K, L = weight.shape[-1], x.shape[1]
+    w = weight[:, 0, :].to(x.dtype)
+    xp = F.pad(x, (0, 0, K - 1, 0))
+    out = xp[:, :L] * w[:, 0]
+    for k in range(1, K):
+        out = out + xp[:, k:k + L] * w[:, k]
+    return out if bias is None else out + bias.to(x.dtype)
+
+
+class TritonMambaBlock(MambaBlock):
+    """mambapy's block (its parameters and initialisation) with a channels-last forward whose
+    selective scan is the Triton kernel of :mod:`model.scan`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        xi, z = self.in_proj(x).chunk(2, dim=-1)
+        xc = F.silu(causal_depthwise_conv(xi, self.conv1d.weight, self.conv1d.bias))
+        delta, B, C = torch.split(self.x_proj(xc), [cfg.dt_rank, cfg.d_state, cfg.d_state], dim=-1)
+        delta = F.linear(delta, self.dt_proj.weight)
+        y = scan.selective_scan(xc, delta, -torch.exp(self.A_log.float()), B, C, self.D.float(), z,
+                                self.dt_proj.bias.float())
+        return self.out_proj(y)
 
 
 class MambaMixer(nn.Module):
@@ -78,14 +115,13 @@ class MambaMixer(nn.Module):
 
             self.mixer = Mamba(d_model=d_model, d_state=d_state, d_conv=d_conv, expand=expand)
         else:
-            from mambapy.mamba import MambaBlock, MambaConfig
-
-            self.mixer = MambaBlock(MambaConfig(d_model=d_model, n_layers=1, d_state=d_state,
-                                                expand_factor=expand, d_conv=d_conv))
+            block = TritonMambaBlock if backend == "triton" else MambaBlock
+            self.mixer = block(MambaConfig(d_model=d_model, n_layers=1, d_state=d_state,
+                                           expand_factor=expand, d_conv=d_conv))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.backend == "mamba-ssm" and not x.is_cuda:
-            raise RuntimeError("MambaMixer: the mamba-ssm backend needs CUDA tensors, got "
+        if self.backend in ("mamba-ssm", "triton") and not x.is_cuda:
+            raise RuntimeError(f"MambaMixer: the {self.backend} backend needs CUDA tensors, got "
                                f"{x.device}; build the model with backend='mambapy' for CPU")
         return self.mixer(x)
 

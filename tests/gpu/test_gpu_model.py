@@ -47,26 +47,28 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30))
 
 
-def twins(name: str):
-    """The same weights on both backends: mamba-ssm (fast) and mambapy (reference)."""
-    fast = build_model(name, seed=0, backend="mamba-ssm", **DIMS).to(DEV)
+def twins(name: str, backend: str = "mamba-ssm"):
+    """The same weights on two backends: a fast one (mamba-ssm or our triton scan) and mambapy
+    (the reference)."""
+    fast = build_model(name, seed=0, backend=backend, **DIMS).to(DEV)
     ref = build_model(name, seed=1, backend="mambapy", **DIMS).to(DEV)
     ref.load_state_dict(fast.state_dict())  # identical parameter layout: loads strictly
-    assert fast.describe()["backend"] == "mamba-ssm" and ref.describe()["backend"] == "mambapy"
+    assert fast.describe()["backend"] == backend and ref.describe()["backend"] == "mambapy"
     return fast, ref
 
 
-def test_auto_backend_picks_mamba_ssm_and_rejects_cpu_tensors():
+def test_auto_backend_picks_triton_and_rejects_cpu_tensors():
     model = build_model("shmamba", **DIMS)
-    assert model.backend == "mamba-ssm", model.backend_reason
+    assert model.backend == "triton", model.backend_reason
     audio, visual, question, index = batch()
     with pytest.raises(RuntimeError, match="needs CUDA tensors"):
         model(audio.cpu(), visual.cpu(), question.cpu(), video_index=index.cpu())
 
 
+@pytest.mark.parametrize("backend", ["triton", "mamba-ssm"])
 @pytest.mark.parametrize("name", ["shmamba", "per-modality-mamba"])
-def test_mamba_ssm_matches_mambapy_same_weights(name):
-    fast, ref = twins(name)
+def test_fast_backend_matches_mambapy_same_weights(name, backend):
+    fast, ref = twins(name, backend)
     fast.eval(), ref.eval()
     audio, visual, question, index = batch()
     with torch.no_grad():
@@ -74,14 +76,15 @@ def test_mamba_ssm_matches_mambapy_same_weights(name):
         out_r = ref(audio, visual, question, video_index=index)
     r_logits = rel(out_f.logits, out_r.logits)
     r_align = rel(out_f.align_loss, out_r.align_loss)
-    print(f"\n{name}: logits rel err {r_logits:.2e}, align_loss rel err {r_align:.2e}")
+    print(f"\n{name} {backend}: logits rel err {r_logits:.2e}, align_loss rel err {r_align:.2e}")
     assert r_logits <= 1e-3
     assert r_align <= 1e-3
     torch.testing.assert_close(out_f.curvature, out_r.curvature)
 
 
-def test_mamba_ssm_gradients_match_mambapy():
-    fast, ref = twins("shmamba")
+@pytest.mark.parametrize("backend", ["triton", "mamba-ssm"])
+def test_fast_backend_gradients_match_mambapy(backend):
+    fast, ref = twins("shmamba", backend)
     fast.train(), ref.train()
     for m in (fast, ref):
         for mod in m.modules():
@@ -95,7 +98,7 @@ def test_mamba_ssm_gradients_match_mambapy():
     pairs = [(n, pf.grad, pr.grad) for (n, pf), pr in zip(fast.named_parameters(), ref.parameters())]
     overall = rel(torch.cat([f.flatten() for _, f, _ in pairs]), torch.cat([r.flatten() for _, _, r in pairs]))
     worst = max((rel(f, r), n) for n, f, r in pairs)
-    print(f"\nall gradients rel err {overall:.2e}; worst parameter {worst[1]}: {worst[0]:.2e}")
+    print(f"\n{backend}: all gradients rel err {overall:.2e}; worst parameter {worst[1]}: {worst[0]:.2e}")
     assert overall <= 1e-3
     assert worst[0] <= 1e-2
 

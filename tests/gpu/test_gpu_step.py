@@ -20,7 +20,7 @@ from storegen import make_store  # noqa: E402
 
 from model import build_model  # noqa: E402
 from store.reader import FeatureStore  # noqa: E402
-from train import StoreData, load_train_config, read_metrics, train  # noqa: E402
+from train import StoreData, load_train_config, prepare_config, read_metrics, train  # noqa: E402
 from train.data import batch_indices, epoch_order, store_dims  # noqa: E402
 from train.loop import model_config_for  # noqa: E402
 from train.optim import make_optimizers, make_schedulers  # noqa: E402
@@ -129,8 +129,8 @@ def test_train_command_runs_the_graph_step_and_resumes(store_path, tmp_path):
     assert first.stopped == "stop_after"
     log = (tmp_path / "r" / "train.log").read_text()
     assert "training step: CUDA graph" in log
-    result = train(load_train_config(None, {"store": str(store_path), "out": str(tmp_path),
-                                            "progress": False}), resume=str(tmp_path / "r"))
+    cfg2, run_dir = prepare_config(None, {"progress": False}, resume=str(tmp_path / "r"))
+    result = train(cfg2, resume=str(run_dir))
     rows = read_metrics(tmp_path / "r")
     assert [r["epoch"] for r in rows] == [1, 2, 3] and result.epochs_done == 3
     assert all(np.isfinite(r["train_loss"]) and r["val_overall"] is not None for r in rows)

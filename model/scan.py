@@ -1,0 +1,184 @@
+"""Mamba's selective scan for short sequences: a Triton kernel (fast path) and a sequential
+PyTorch reference (``selective_scan_ref``); tests check they agree, values and gradients.
+
+Layout: time-major, channels last — u, delta, z, y [b, L, d]; B, C [b, L, n]; A [d, n]; D,
+delta_bias [d].  Per channel c and state n:
+
+    dt_t = softplus(delta_t + delta_bias);  h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t
+    y_t = (<h_t, C_t> + D u_t) * silu(z_t)
+
+One Triton program runs the recurrence of one sequence over a block of channels, all states in
+registers, so dB and dC sum over channels inside the program (mamba-ssm's CUDA kernel sums them
+with atomics across every channel, which dominates its backward at T = 60).  The backward
+recomputes the states into a scratch buffer, then runs the recurrence in reverse.  Why: docs/TRAINING.md.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # the reference and the other backends still work
+    triton = None
+
+
+def selective_scan_ref(u, delta, A, B, C, D, z, delta_bias):
+    """The slow reference: the recurrence one time step at a time, float32."""
+    u, delta, z = u.float(), delta.float(), z.float()
+    B, C = B.float(), C.float()
+    dt = F.softplus(delta + delta_bias.float())                       # [b, L, d]
+    h = u.new_zeros(u.shape[0], u.shape[2], A.shape[1])              # [b, d, n]
+    ys = []
+    for t in range(u.shape[1]):
+        h = torch.exp(dt[:, t, :, None] * A) * h + (dt[:, t] * u[:, t])[..., None] * B[:, t, None, :]
+        ys.append((h * C[:, t, None, :]).sum(-1) + D * u[:, t])
+    return torch.stack(ys, dim=1) * F.silu(z)
+
+
+def available() -> bool:
+    return triton is not None
+
+
+if triton is not None:
+
+    @triton.jit
+    def _softplus(x):
+        return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
+
+    @triton.jit
+    def _scan_fwd(u_ptr, dl_ptr, z_ptr, b_ptr, c_ptr, a_ptr, d_ptr, bias_ptr, y_ptr, L, DIM,
+                  su_b, su_t, sdl_b, sdl_t, sz_b, sz_t, sb_b, sb_t, sc_b, sc_t,
+                  N: tl.constexpr, BLOCK: tl.constexpr):
+        pb, pd = tl.program_id(0), tl.program_id(1)
+        offs = pd * BLOCK + tl.arange(0, BLOCK)
+        m = offs < DIM
+        n = tl.arange(0, N)
+        A = tl.load(a_ptr + offs[:, None] * N + n[None, :], mask=m[:, None], other=0.0)
+        Dv = tl.load(d_ptr + offs, mask=m, other=0.0)
+        bias = tl.load(bias_ptr + offs, mask=m, other=0.0)
+        h = tl.zeros((BLOCK, N), dtype=tl.float32)
+        for t in range(L):
+            u = tl.load(u_ptr + pb * su_b + t * su_t + offs, mask=m, other=0.0).to(tl.float32)
+            dt = _softplus(tl.load(dl_ptr + pb * sdl_b + t * sdl_t + offs, mask=m, other=0.0).to(tl.float32) + bias)
+            z = tl.load(z_ptr + pb * sz_b + t * sz_t + offs, mask=m, other=0.0).to(tl.float32)
+            Bt = tl.load(b_ptr + pb * sb_b + t * sb_t + n).to(tl.float32)
+            Ct = tl.load(c_ptr + pb * sc_b + t * sc_t + n).to(tl.float32)
+            h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
+            y = tl.sum(h * Ct[None, :], axis=1) + Dv * u
+            y = y * z * tl.sigmoid(z)
+            tl.store(y_ptr + pb * L * DIM + t * DIM + offs, y.to(y_ptr.dtype.element_ty), mask=m)
+
+    @triton.jit
+    def _scan_bwd(u_ptr, dl_ptr, z_ptr, b_ptr, c_ptr, a_ptr, d_ptr, bias_ptr, dy_ptr, hs_ptr,
+                  du_ptr, ddl_ptr, dz_ptr, db_ptr, dc_ptr, da_ptr, dd_ptr, dbias_ptr, L, DIM, NBATCH,
+                  su_b, su_t, sdl_b, sdl_t, sz_b, sz_t, sb_b, sb_t, sc_b, sc_t,
+                  N: tl.constexpr, BLOCK: tl.constexpr):
+        pb, pd = tl.program_id(0), tl.program_id(1)
+        offs = pd * BLOCK + tl.arange(0, BLOCK)
+        m = offs < DIM
+        n = tl.arange(0, N)
+        m2 = m[:, None]
+        A = tl.load(a_ptr + offs[:, None] * N + n[None, :], mask=m2, other=0.0)
+        Dv = tl.load(d_ptr + offs, mask=m, other=0.0)
+        bias = tl.load(bias_ptr + offs, mask=m, other=0.0)
+        hs = hs_ptr + (pb * L * DIM) * N + offs[:, None] * N + n[None, :]   # + t * DIM * N
+        h = tl.zeros((BLOCK, N), dtype=tl.float32)
+        for t in range(L):  # recompute the states
+            u = tl.load(u_ptr + pb * su_b + t * su_t + offs, mask=m, other=0.0).to(tl.float32)
+            dt = _softplus(tl.load(dl_ptr + pb * sdl_b + t * sdl_t + offs, mask=m, other=0.0).to(tl.float32) + bias)
+            Bt = tl.load(b_ptr + pb * sb_b + t * sb_t + n).to(tl.float32)
+            h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
+            tl.store(hs + t * DIM * N, h, mask=m2)
+        g = tl.zeros((BLOCK, N), dtype=tl.float32)
+        gA = tl.zeros((BLOCK, N), dtype=tl.float32)
+        gD = tl.zeros((BLOCK,), dtype=tl.float32)
+        gbias = tl.zeros((BLOCK,), dtype=tl.float32)
+        for i in range(L):
+            t = L - 1 - i
+            row = pb * L * DIM + t * DIM + offs
+            u = tl.load(u_ptr + pb * su_b + t * su_t + offs, mask=m, other=0.0).to(tl.float32)
+            draw = tl.load(dl_ptr + pb * sdl_b + t * sdl_t + offs, mask=m, other=0.0).to(tl.float32) + bias
+            dt = _softplus(draw)
+            z = tl.load(z_ptr + pb * sz_b + t * sz_t + offs, mask=m, other=0.0).to(tl.float32)
+            Bt = tl.load(b_ptr + pb * sb_b + t * sb_t + n).to(tl.float32)
+            Ct = tl.load(c_ptr + pb * sc_b + t * sc_t + n).to(tl.float32)
+            dout = tl.load(dy_ptr + row, mask=m, other=0.0).to(tl.float32)
+            h = tl.load(hs + t * DIM * N, mask=m2, other=0.0)
+            hp = tl.load(hs + (t - 1) * DIM * N, mask=m2 & (t > 0), other=0.0)
+            sz = tl.sigmoid(z)
+            y = tl.sum(h * Ct[None, :], axis=1) + Dv * u
+            dy = dout * z * sz
+            tl.store(dz_ptr + row, (dout * y * sz * (1.0 + z * (1.0 - sz))).to(dz_ptr.dtype.element_ty), mask=m)
+            gD += dy * u
+            g += dy[:, None] * Ct[None, :]
+            dA = tl.exp(dt[:, None] * A)
+            ghd = g * hp * dA
+            gA += ghd * dt[:, None]
+            dxu = tl.sum(g * Bt[None, :], axis=1)
+            ddt = dxu * u + tl.sum(ghd * A, axis=1)
+            dd = ddt * tl.sigmoid(draw)
+            gbias += dd
+            tl.store(du_ptr + row, (dy * Dv + dxu * dt).to(du_ptr.dtype.element_ty), mask=m)
+            tl.store(ddl_ptr + row, dd.to(ddl_ptr.dtype.element_ty), mask=m)
+            part = (pd * NBATCH + pb) * L * N + t * N + n   # per channel block: summed on the host side
+            tl.store(dc_ptr + part, tl.sum(dy[:, None] * h, axis=0))
+            tl.store(db_ptr + part, tl.sum(g * (dt * u)[:, None], axis=0))
+            g = g * dA
+        tl.store(da_ptr + (pb * DIM + offs[:, None]) * N + n[None, :], gA, mask=m2)
+        tl.store(dd_ptr + pb * DIM + offs, gD, mask=m)
+        tl.store(dbias_ptr + pb * DIM + offs, gbias, mask=m)
+
+
+BLOCK = 32
+
+
+def _strides(*ts):
+    out = []
+    for t in ts:
+        if t.stride(-1) != 1:
+            raise ValueError("selective_scan: the last dimension must be contiguous")
+        out += [t.stride(0), t.stride(1)]
+    return out
+
+
+class _SelectiveScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias):
+        b, L, d = u.shape
+        n = A.shape[1]
+        A, D, delta_bias = A.float().contiguous(), D.float().contiguous(), delta_bias.float().contiguous()
+        y = torch.empty((b, L, d), dtype=u.dtype, device=u.device)
+        grid = (b, triton.cdiv(d, BLOCK))
+        _scan_fwd[grid](u, delta, z, B, C, A, D, delta_bias, y, L, d,
+                        *_strides(u, delta, z, B, C), N=n, BLOCK=BLOCK, num_warps=2)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
+        b, L, d = u.shape
+        n = A.shape[1]
+        nb = triton.cdiv(d, BLOCK)
+        dy = dy.contiguous()
+        f32 = dict(dtype=torch.float32, device=u.device)
+        hs = torch.empty((b, L, d, n), **f32)
+        du, ddelta, dz = (torch.empty((b, L, d), dtype=t.dtype, device=u.device) for t in (u, delta, z))
+        dB_part, dC_part = torch.empty((nb, b, L, n), **f32), torch.empty((nb, b, L, n), **f32)
+        dA_part, dD_part, dbias_part = torch.empty((b, d, n), **f32), torch.empty((b, d), **f32), \
+            torch.empty((b, d), **f32)
+        _scan_bwd[(b, nb)](u, delta, z, B, C, A, D, delta_bias, dy, hs, du, ddelta, dz, dB_part,
+                           dC_part, dA_part, dD_part, dbias_part, L, d, b,
+                           *_strides(u, delta, z, B, C), N=n, BLOCK=BLOCK, num_warps=2)
+        return (du, ddelta, dA_part.sum(0), dB_part.sum(0).to(B.dtype), dC_part.sum(0).to(C.dtype),
+                dD_part.sum(0), dz, dbias_part.sum(0))
+
+
+def selective_scan(u, delta, A, B, C, D, z, delta_bias):
+    """The Triton fast path of :func:`selective_scan_ref` (same arguments, output in u's dtype).
+    n (A.shape[1]) must be a power of two; the last dimension of every input contiguous."""
+    if triton is None:
+        raise RuntimeError("selective_scan: triton is not installed")
+    return _SelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias)
