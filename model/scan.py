@@ -14,8 +14,13 @@ recomputes the states into a scratch buffer, then runs the recurrence in reverse
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+FIXED = {"BLOCK": 32} if INTERPRET else {}  # autotuned on the GPU
 
 try:
     import triton
@@ -47,11 +52,14 @@ if triton is not None:
     def _softplus(x):
         return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
 
+    CONFIGS = [triton.Config({"BLOCK": b}, num_warps=w) for b in (16, 32, 64) for w in (1, 2, 4)
+               if b * 16 >= 32 * w]
+
     @triton.jit
     def _scan_fwd(u_ptr, dl_ptr, z_ptr, b_ptr, c_ptr, a_ptr, d_ptr, bias_ptr, y_ptr, L, DIM,
                   su_b, su_t, sdl_b, sdl_t, sz_b, sz_t, sb_b, sb_t, sc_b, sc_t,
                   N: tl.constexpr, BLOCK: tl.constexpr):
-        pb, pd = tl.program_id(0), tl.program_id(1)
+        pb, pd = tl.program_id(0).to(tl.int64), tl.program_id(1)
         offs = pd * BLOCK + tl.arange(0, BLOCK)
         m = offs < DIM
         n = tl.arange(0, N)
@@ -72,10 +80,10 @@ if triton is not None:
 
     @triton.jit
     def _scan_bwd(u_ptr, dl_ptr, z_ptr, b_ptr, c_ptr, a_ptr, d_ptr, bias_ptr, dy_ptr, hs_ptr,
-                  du_ptr, ddl_ptr, dz_ptr, db_ptr, dc_ptr, da_ptr, dd_ptr, dbias_ptr, L, DIM, NBATCH,
+                  du_ptr, ddl_ptr, dz_ptr, db_ptr, dc_ptr, da_ptr, dd_ptr, dbias_ptr, L, DIM,
                   su_b, su_t, sdl_b, sdl_t, sz_b, sz_t, sb_b, sb_t, sc_b, sc_t,
                   N: tl.constexpr, BLOCK: tl.constexpr):
-        pb, pd = tl.program_id(0), tl.program_id(1)
+        pb, pd = tl.program_id(0).to(tl.int64), tl.program_id(1)
         offs = pd * BLOCK + tl.arange(0, BLOCK)
         m = offs < DIM
         n = tl.arange(0, N)
@@ -122,16 +130,72 @@ if triton is not None:
             gbias += dd
             tl.store(du_ptr + row, (dy * Dv + dxu * dt).to(du_ptr.dtype.element_ty), mask=m)
             tl.store(ddl_ptr + row, dd.to(ddl_ptr.dtype.element_ty), mask=m)
-            part = (pd * NBATCH + pb) * L * N + t * N + n   # per channel block: summed on the host side
-            tl.store(dc_ptr + part, tl.sum(dy[:, None] * h, axis=0))
-            tl.store(db_ptr + part, tl.sum(g * (dt * u)[:, None], axis=0))
+            bt = pb * L * N + t * N + n   # summed over channel blocks (few programs per address)
+            tl.atomic_add(dc_ptr + bt, tl.sum(dy[:, None] * h, axis=0))
+            tl.atomic_add(db_ptr + bt, tl.sum(g * (dt * u)[:, None], axis=0))
             g = g * dA
         tl.store(da_ptr + (pb * DIM + offs[:, None]) * N + n[None, :], gA, mask=m2)
         tl.store(dd_ptr + pb * DIM + offs, gD, mask=m)
         tl.store(dbias_ptr + pb * DIM + offs, gbias, mask=m)
 
 
-BLOCK = 32
+    @triton.jit
+    def _conv_fwd(x_ptr, w_ptr, bias_ptr, pre_ptr, y_ptr, L, DIM, sx_b, sx_t,
+                  K: tl.constexpr, BLOCK: tl.constexpr):
+        pb, pd = tl.program_id(0).to(tl.int64), tl.program_id(1)
+        offs = pd * BLOCK + tl.arange(0, BLOCK)
+        m = offs < DIM
+        bias = tl.load(bias_ptr + offs, mask=m, other=0.0).to(tl.float32)
+        for t in range(L):
+            acc = bias
+            for k in tl.static_range(K):
+                s = t - (K - 1) + k
+                w = tl.load(w_ptr + offs * K + k, mask=m, other=0.0).to(tl.float32)
+                acc += w * tl.load(x_ptr + pb * sx_b + s * sx_t + offs, mask=m & (s >= 0), other=0.0).to(tl.float32)
+            row = pb * L * DIM + t * DIM + offs
+            tl.store(pre_ptr + row, acc.to(pre_ptr.dtype.element_ty), mask=m)
+            tl.store(y_ptr + row, (acc * tl.sigmoid(acc)).to(y_ptr.dtype.element_ty), mask=m)
+
+    @triton.jit
+    def _conv_bwd(x_ptr, w_ptr, pre_ptr, dy_ptr, dx_ptr, dw_ptr, dbias_ptr, L, DIM, sx_b, sx_t,
+                  K: tl.constexpr, BLOCK: tl.constexpr):
+        pb, pd = tl.program_id(0).to(tl.int64), tl.program_id(1)
+        offs = pd * BLOCK + tl.arange(0, BLOCK)
+        m = offs < DIM
+        kk = tl.arange(0, K)
+        W = tl.load(w_ptr + offs[:, None] * K + kk[None, :], mask=m[:, None], other=0.0).to(tl.float32)
+        gw = tl.zeros((BLOCK, K), dtype=tl.float32)
+        gb = tl.zeros((BLOCK,), dtype=tl.float32)
+        base = pb * L * DIM
+        for t in range(L):
+            # x_t feeds outputs t .. t + K - 1, through tap k = K - 1 - (s - t)
+            dx = tl.zeros((BLOCK,), dtype=tl.float32)
+            for j in tl.static_range(K):
+                s = t + j
+                ok = m & (s < L)
+                p = tl.load(pre_ptr + base + s * DIM + offs, mask=ok, other=0.0).to(tl.float32)
+                sp = tl.sigmoid(p)
+                dp = tl.load(dy_ptr + base + s * DIM + offs, mask=ok, other=0.0).to(tl.float32) * sp * (1.0 + p * (1.0 - sp))
+                dx += dp * tl.sum(tl.where(kk[None, :] == K - 1 - j, W, 0.0), axis=1)
+                if j == 0:
+                    gb += dp
+            x_t = tl.load(x_ptr + pb * sx_b + t * sx_t + offs, mask=m, other=0.0).to(tl.float32)
+            tl.store(dx_ptr + base + t * DIM + offs, dx.to(dx_ptr.dtype.element_ty), mask=m)
+            # dw[k] += dpre_t * x_{t-K+1+k}
+            p = tl.load(pre_ptr + base + t * DIM + offs, mask=m, other=0.0).to(tl.float32)
+            sp = tl.sigmoid(p)
+            dp = tl.load(dy_ptr + base + t * DIM + offs, mask=m, other=0.0).to(tl.float32) * sp * (1.0 + p * (1.0 - sp))
+            for k in tl.static_range(K):
+                s = t - (K - 1) + k
+                xs = tl.load(x_ptr + pb * sx_b + s * sx_t + offs, mask=m & (s >= 0), other=0.0).to(tl.float32)
+                gw += tl.where(kk[None, :] == k, (dp * xs)[:, None], 0.0)
+        tl.store(dw_ptr + (pb * DIM + offs[:, None]) * K + kk[None, :], gw, mask=m[:, None])
+        tl.store(dbias_ptr + pb * DIM + offs, gb, mask=m)
+
+    if not INTERPRET:  # the interpreter cannot time configurations: it runs FIXED
+        _scan_fwd = triton.autotune(configs=CONFIGS, key=["DIM", "N"])(_scan_fwd)
+        _scan_bwd = triton.autotune(configs=CONFIGS, key=["DIM", "N"],
+                                    reset_to_zero=["db_ptr", "dc_ptr"])(_scan_bwd)
 
 
 def _strides(*ts):
@@ -150,9 +214,9 @@ class _SelectiveScan(torch.autograd.Function):
         n = A.shape[1]
         A, D, delta_bias = A.float().contiguous(), D.float().contiguous(), delta_bias.float().contiguous()
         y = torch.empty((b, L, d), dtype=u.dtype, device=u.device)
-        grid = (b, triton.cdiv(d, BLOCK))
+        grid = lambda meta: (b, triton.cdiv(d, meta["BLOCK"]))  # noqa: E731
         _scan_fwd[grid](u, delta, z, B, C, A, D, delta_bias, y, L, d,
-                        *_strides(u, delta, z, B, C), N=n, BLOCK=BLOCK, num_warps=2)
+                        *_strides(u, delta, z, B, C), N=n, **FIXED)
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
         return y
 
@@ -161,19 +225,57 @@ class _SelectiveScan(torch.autograd.Function):
         u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
         b, L, d = u.shape
         n = A.shape[1]
-        nb = triton.cdiv(d, BLOCK)
         dy = dy.contiguous()
         f32 = dict(dtype=torch.float32, device=u.device)
         hs = torch.empty((b, L, d, n), **f32)
         du, ddelta, dz = (torch.empty((b, L, d), dtype=t.dtype, device=u.device) for t in (u, delta, z))
-        dB_part, dC_part = torch.empty((nb, b, L, n), **f32), torch.empty((nb, b, L, n), **f32)
+        dB, dC = torch.zeros((b, L, n), **f32), torch.zeros((b, L, n), **f32)
         dA_part, dD_part, dbias_part = torch.empty((b, d, n), **f32), torch.empty((b, d), **f32), \
             torch.empty((b, d), **f32)
-        _scan_bwd[(b, nb)](u, delta, z, B, C, A, D, delta_bias, dy, hs, du, ddelta, dz, dB_part,
-                           dC_part, dA_part, dD_part, dbias_part, L, d, b,
-                           *_strides(u, delta, z, B, C), N=n, BLOCK=BLOCK, num_warps=2)
-        return (du, ddelta, dA_part.sum(0), dB_part.sum(0).to(B.dtype), dC_part.sum(0).to(C.dtype),
-                dD_part.sum(0), dz, dbias_part.sum(0))
+        grid = lambda meta: (b, triton.cdiv(d, meta["BLOCK"]))  # noqa: E731
+        _scan_bwd[grid](u, delta, z, B, C, A, D, delta_bias, dy, hs, du, ddelta, dz, dB, dC,
+                        dA_part, dD_part, dbias_part, L, d, *_strides(u, delta, z, B, C), N=n, **FIXED)
+        return (du, ddelta, dA_part.sum(0), dB.to(B.dtype), dC.to(C.dtype), dD_part.sum(0), dz,
+                dbias_part.sum(0))
+
+
+CONV_BLOCK = 64
+
+
+class _CausalConvSiLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        b, L, d = x.shape
+        K = weight.shape[-1]
+        w = weight.reshape(d, K).contiguous()
+        pre = torch.empty((b, L, d), dtype=x.dtype, device=x.device)
+        y = torch.empty_like(pre)
+        grid = (b, triton.cdiv(d, CONV_BLOCK))
+        _conv_fwd[grid](x, w, bias, pre, y, L, d, *_strides(x), K=K, BLOCK=CONV_BLOCK, num_warps=2)
+        ctx.save_for_backward(x, w, pre)
+        ctx.weight_shape = weight.shape
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w, pre = ctx.saved_tensors
+        b, L, d = x.shape
+        K = w.shape[1]
+        dx = torch.empty((b, L, d), dtype=x.dtype, device=x.device)
+        dw = torch.empty((b, d, K), dtype=torch.float32, device=x.device)
+        dbias = torch.empty((b, d), dtype=torch.float32, device=x.device)
+        grid = (b, triton.cdiv(d, CONV_BLOCK))
+        _conv_bwd[grid](x, w, pre, dy.contiguous(), dx, dw, dbias, L, d, *_strides(x), K=K,
+                        BLOCK=CONV_BLOCK, num_warps=2)
+        return dx, dw.sum(0).reshape(ctx.weight_shape), dbias.sum(0)
+
+
+def causal_conv_silu(x, weight, bias):
+    """silu(Conv1d(groups=channels, padding=K-1)(x)[..., :L]) on channels-last x [b, L, d]
+    (weight [d, 1, K], bias [d]): one Triton kernel each way; K a power of two."""
+    if triton is None:
+        raise RuntimeError("causal_conv_silu: triton is not installed")
+    return _CausalConvSiLU.apply(x, weight, bias)
 
 
 def selective_scan(u, delta, A, B, C, D, z, delta_bias):

@@ -66,7 +66,7 @@ class SHMamba(nn.Module):
         self.cfg = cfg
         d = cfg.d_model
         if cfg.temporal == "mamba":
-            self.backend, self.backend_reason = resolve_backend(cfg.backend, cfg.d_state)
+            self.backend, self.backend_reason = resolve_backend(cfg.backend, cfg.d_state, cfg.d_conv)
             log.info("SHMamba(%s): Mamba backend %s (%s)", self.variant, self.backend, self.backend_reason)
         else:
             self.backend, self.backend_reason = None, f"no Mamba blocks (temporal={cfg.temporal!r})"

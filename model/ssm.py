@@ -37,7 +37,7 @@ def _mamba_ssm_import_error() -> str | None:
     return None
 
 
-def resolve_backend(requested: str = "auto", d_state: int = 16) -> tuple[str, str]:
+def resolve_backend(requested: str = "auto", d_state: int = 16, d_conv: int = 4) -> tuple[str, str]:
     """Which Mamba implementation to use: (backend, reason).
 
     ``requested`` is "auto", "triton", "mamba-ssm" or "mambapy".  Forcing a CUDA backend where it
@@ -51,12 +51,12 @@ def resolve_backend(requested: str = "auto", d_state: int = 16) -> tuple[str, st
     if requested in ("triton", "mamba-ssm") and not has_cuda:
         raise RuntimeError(f"backend {requested!r} requested but CUDA is not available "
                            "(use backend='mambapy' or 'auto')")
-    pow2 = d_state > 0 and d_state & (d_state - 1) == 0  # the Triton scan's state width
+    pow2 = all(v > 0 and v & (v - 1) == 0 for v in (d_state, d_conv))  # Triton block widths
     if requested == "triton":
         if not scan.available() or not pow2:
             raise RuntimeError("backend 'triton' requested but " + (
                 "triton is not installed" if not scan.available() else
-                f"d_state = {d_state} is not a power of two"))
+                f"d_state = {d_state} or d_conv = {d_conv} is not a power of two"))
         return "triton", "requested"
     error = _mamba_ssm_import_error() if has_cuda else None
     if requested == "mamba-ssm":
@@ -69,30 +69,18 @@ def resolve_backend(requested: str = "auto", d_state: int = 16) -> tuple[str, st
     if scan.available() and pow2:
         return "triton", "auto: CUDA and triton available"
     if error is not None:
-        return "mambapy", f"auto: no triton scan ({'not installed' if pow2 else 'd_state not a power of two'}) and mamba_ssm not importable ({error})"
-    return "mamba-ssm", f"auto: CUDA and mamba_ssm available (no triton scan: {'not installed' if pow2 else 'd_state not a power of two'})"
-
-
-def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``Conv1d(groups=channels, padding=K-1)[..., :L]`` on channels-last x [b, L, E] (weight
-    [E, 1, K]): K shifted multiply-adds, result contiguous in x's dtype."""
-    K, L = weight.shape[-1], x.shape[1]
-    w = weight[:, 0, :].to(x.dtype)
-    xp = F.pad(x, (0, 0, K - 1, 0))
-    out = xp[:, :L] * w[:, 0]
-    for k in range(1, K):
-        out = out + xp[:, k:k + L] * w[:, k]
-    return out if bias is None else out + bias.to(x.dtype)
+        return "mambapy", f"auto: no triton scan ({'not installed' if pow2 else 'd_state or d_conv not a power of two'}) and mamba_ssm not importable ({error})"
+    return "mamba-ssm", f"auto: CUDA and mamba_ssm available (no triton scan: {'not installed' if pow2 else 'd_state or d_conv not a power of two'})"
 
 
 class TritonMambaBlock(MambaBlock):
     """mambapy's block (its parameters and initialisation) with a channels-last forward whose
-    selective scan is the Triton kernel of :mod:`model.scan`."""
+    causal convolution + SiLU and selective scan are the Triton kernels of :mod:`model.scan`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         xi, z = self.in_proj(x).chunk(2, dim=-1)
-        xc = F.silu(causal_depthwise_conv(xi, self.conv1d.weight, self.conv1d.bias))
+        xc = scan.causal_conv_silu(xi, self.conv1d.weight, self.conv1d.bias)
         delta, B, C = torch.split(self.x_proj(xc), [cfg.dt_rank, cfg.d_state, cfg.d_state], dim=-1)
         delta = F.linear(delta, self.dt_proj.weight)
         y = scan.selective_scan(xc, delta, -torch.exp(self.A_log.float()), B, C, self.D.float(), z,

@@ -220,8 +220,9 @@ def test_load_state_names_variant_keys_and_fields():
 def test_backend_choice_is_reported(caplog):
     if not torch.cuda.is_available():
         assert resolve_backend("auto") == ("mambapy", "auto: CUDA not available")
-        with pytest.raises(RuntimeError, match="CUDA is not available"):
-            resolve_backend("mamba-ssm")
+        for forced in ("mamba-ssm", "triton"):
+            with pytest.raises(RuntimeError, match="CUDA is not available"):
+                resolve_backend(forced)
     with caplog.at_level(logging.INFO, logger="model.shmamba"):
         model = build_model("shmamba", **{**SMALL, "backend": "mambapy"})
     assert "Mamba backend mambapy" in caplog.text
