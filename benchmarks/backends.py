@@ -1,4 +1,5 @@
-"""Mamba backends: mamba-ssm (fused CUDA selective scan) vs mambapy (pure PyTorch), same run.
+"""Mamba backends: our Triton scan and mamba-ssm (fused CUDA selective scan) vs mambapy (pure
+PyTorch), same run.
 
     python benchmarks/backends.py [--batch 64] [--T 60] [--iters 20] [--json out.json]
 
@@ -70,6 +71,31 @@ def logits_fp32(model, x: dict) -> torch.Tensor:
     return model(x["audio"], x["visual"], x["question"]).logits.float()
 
 
+def fast_row(backend: str, cfg, ref, ref_logits, ms_ref, x, device, amp, args):
+    """One fast backend with the reference's weights: (table row, results)."""
+    from model import build_model, load_state, resolve_backend
+
+    fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    note = "skipped: needs CUDA (this run is on the CPU)" if device.type != "cuda" else None
+    if note is None:
+        try:
+            resolve_backend(backend, cfg.d_state, cfg.d_conv)
+        except RuntimeError as exc:
+            note = f"skipped: {exc}"
+    if note is not None:
+        return [backend, "-", "-", "-", "-", "-", note], {"skipped": note}
+    fast = build_model(cfg, seed=args.seed + 1, backend=backend).to(device)
+    load_state(fast, ref.state_dict())
+    fast_logits = logits_fp32(fast, x)
+    diff = (fast_logits - ref_logits).abs().max().item()
+    rel = diff / max(ref_logits.abs().max().item(), 1e-30)
+    ms, mem = time_fwd_bwd(fast, x, device, amp, args.warmup, args.iters)
+    speed = f"{ms_ref / ms:.2f}" if ms and ms_ref else "-"
+    return ([backend, fmt(ms, ".2f") if ms else "OOM", fmt(mem, ".0f"), speed, f"{diff:.3g}",
+             f"{rel:.3g}", "same weights as mambapy"],
+            {"ms": ms, "peak_mib": mem, "max_abs_diff": diff, "max_rel_diff": rel})
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variant", default="shmamba", help="model variant (model.VARIANTS)")
@@ -110,28 +136,9 @@ def main(argv: list[str] | None = None) -> dict:
     rows = [["mambapy", fmt(ms_ref, ".2f") if ms_ref else "OOM", fmt(mem_ref, ".0f"), "1.00",
              "0", "0", "reference"]]
     results = {"mambapy": {"ms": ms_ref, "peak_mib": mem_ref}}
-    if device.type != "cuda":
-        note = "skipped: needs CUDA (this run is on the CPU)"
-    else:
-        try:
-            resolve_backend("mamba-ssm")
-            note = None
-        except RuntimeError as exc:
-            note = f"skipped: {exc}"
-    if note is None:
-        fast = build_model(cfg, seed=args.seed + 1, backend="mamba-ssm").to(device)
-        load_state(fast, ref.state_dict())
-        fast_logits = logits_fp32(fast, x)
-        diff = (fast_logits - ref_logits).abs().max().item()
-        rel = diff / max(ref_logits.abs().max().item(), 1e-30)
-        ms, mem = time_fwd_bwd(fast, x, device, amp, args.warmup, args.iters)
-        speed = f"{ms_ref / ms:.2f}" if ms and ms_ref else "-"
-        rows.append(["mamba-ssm", fmt(ms, ".2f") if ms else "OOM", fmt(mem, ".0f"), speed,
-                     f"{diff:.3g}", f"{rel:.3g}", "same weights as mambapy"])
-        results["mamba-ssm"] = {"ms": ms, "peak_mib": mem, "max_abs_diff": diff, "max_rel_diff": rel}
-    else:
-        rows.append(["mamba-ssm", "-", "-", "-", "-", "-", note])
-        results["mamba-ssm"] = {"skipped": note}
+    for backend in ("triton", "mamba-ssm"):
+        row, results[backend] = fast_row(backend, cfg, ref, ref_logits, ms_ref, x, device, amp, args)
+        rows.append(row)
     meta = {"device": dev_name, "variant": args.variant, "model": cfg.to_dict(), "batch": args.batch,
             "T": args.T, "amp": "bf16" if amp else "off", "iters": args.iters, "results": results}
     print_table(f"Mamba backends - {args.variant}, batch {args.batch}, T={args.T}, d_model "

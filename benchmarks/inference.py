@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
         "device": dev_name, "store": str(args.store), "split": args.split, "questions": n,
         "videos": len(data), "variant": args.variant, "model": model_cfg.to_dict(), "amp": args.amp,
         "compile": args.compile, "repeats": args.repeats, "warmup": args.warmup,
-        "backend": resolve_backend(model_cfg.backend)[0] if model_cfg.temporal == "mamba" else None,
+        "backend": resolve_backend(model_cfg.backend, model_cfg.d_state, model_cfg.d_conv)[0] if model_cfg.temporal == "mamba" else None,
         "data_load_s": round(t_load, 3), "data_fully_resident": data.fully_resident,
         "best_median_s": best, "goal": f"< {GOAL_S} s for 9,129 test QA on one H100",
     }

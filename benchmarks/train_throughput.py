@@ -263,11 +263,25 @@ def time_default_command(store: str, epochs: int, device: torch.device) -> dict 
 # ---- peer-style path ------------------------------------------------------------------------
 
 
+def peer_model_config(model_cfg, backend: str):
+    """The model of the peer-style path: ours, on the Mamba kernel the published code uses
+    (``mamba-ssm`` where it imports; ``same`` = our default backend)."""
+    from model import resolve_backend
+
+    if backend == "same" or model_cfg.temporal != "mamba":
+        return model_cfg
+    try:
+        resolve_backend(backend, model_cfg.d_state, model_cfg.d_conv)
+    except RuntimeError:
+        return model_cfg  # not available here (CPU, or no mamba_ssm): our default backend
+    return replace(model_cfg, backend=backend)
+
+
 def time_peer(export_dir: Path, model_cfg, device, args) -> dict:
     from peer_style import peer_loader
 
     reset_peak(device)
-    model, run, opts = new_model(model_cfg, device, args)
+    model, run, opts = new_model(peer_model_config(model_cfg, args.peer_backend), device, args)
     autocast = amp_ctx(device, args.amp if args.peer_amp == "same" else "off")
     loader = peer_loader(export_dir, args.peer_batch, args.peer_workers,
                          pin_memory=device.type == "cuda", seed=args.seed)
@@ -330,6 +344,9 @@ def main(argv: list[str] | None = None) -> dict:
                     help="timed peer-style steps (0 = same as --steps)")
     ap.add_argument("--peer-amp", default="same", choices=["same", "off"],
                     help="peer-style precision: same as ours, or float32 as the peers train")
+    ap.add_argument("--peer-backend", default="mamba-ssm",
+                    help="Mamba backend of the peer-style model: mamba-ssm (the published kernel, "
+                         "when it imports) or 'same' (ours)")
     ap.add_argument("--skip-peer", action="store_true", help="do not time the peer-style path")
     ap.add_argument("--export-dir", default=None,
                     help="folder for the peer-style .npy export (default: a temp folder, removed)")
@@ -401,7 +418,10 @@ def main(argv: list[str] | None = None) -> dict:
         finally:
             if not args.export_dir:
                 shutil.rmtree(export_dir, ignore_errors=True)
-        entries.append((f"peer-style (.npy + DataLoader, {args.peer_workers} workers)",
+        peer_backend = resolve_backend(peer_model_config(model_cfg, args.peer_backend).backend,
+                                       model_cfg.d_state, model_cfg.d_conv)[0] \
+            if model_cfg.temporal == "mamba" else "-"
+        entries.append((f"peer-style (.npy + DataLoader, {args.peer_workers} workers, {peer_backend})",
                         args.peer_batch, peer, "fp32" if args.peer_amp == "off" else ""))
 
     def rate(r: dict | None) -> float | None:
@@ -436,7 +456,7 @@ def main(argv: list[str] | None = None) -> dict:
         "device": dev_name, "store": str(args.store), "split": args.split, "split_questions": n_split,
         "T": T, "variant": args.variant, "model": model_cfg.to_dict(), "amp": args.amp,
         "compile": args.compile, "steps": args.steps, "warmup": args.warmup,
-        "backend": resolve_backend(model_cfg.backend)[0] if model_cfg.temporal == "mamba" else None,
+        "backend": resolve_backend(model_cfg.backend, model_cfg.d_state, model_cfg.d_conv)[0] if model_cfg.temporal == "mamba" else None,
         "data_load_s": round(t_load, 3), "data_fully_resident": data.fully_resident,
         "flops_per_video": flops[0], "flops_per_video_pair": flops[1],
         "flops_per_question": flops[2], "peak_tflops": args.peak_tflops,

@@ -100,6 +100,7 @@ if triton is not None:
             h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
             tl.store(hs + t * DIM * N, h, mask=m2)
         g = tl.zeros((BLOCK, N), dtype=tl.float32)
+        hp = h  # h_{L-1}: the reverse loop carries h_t in registers and loads only h_{t-1}
         gA = tl.zeros((BLOCK, N), dtype=tl.float32)
         gD = tl.zeros((BLOCK,), dtype=tl.float32)
         gbias = tl.zeros((BLOCK,), dtype=tl.float32)
@@ -113,7 +114,7 @@ if triton is not None:
             Bt = tl.load(b_ptr + pb * sb_b + t * sb_t + n).to(tl.float32)
             Ct = tl.load(c_ptr + pb * sc_b + t * sc_t + n).to(tl.float32)
             dout = tl.load(dy_ptr + row, mask=m, other=0.0).to(tl.float32)
-            h = tl.load(hs + t * DIM * N, mask=m2, other=0.0)
+            h = hp
             hp = tl.load(hs + (t - 1) * DIM * N, mask=m2 & (t > 0), other=0.0)
             sz = tl.sigmoid(z)
             y = tl.sum(h * Ct[None, :], axis=1) + Dv * u
