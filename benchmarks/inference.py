@@ -30,19 +30,22 @@ GOAL_S = 0.5
 
 def time_predict(model, data, split: str, batch_size: int, amp: str, warmup: int,
                  repeats: int) -> tuple[list[float], int]:
-    """Seconds of each timed ``predict`` call, and the batch size that ran (halved on OOM)."""
-    from train.predict import predict
+    """Seconds of each timed prediction of the split (``train.predict.Predictor``, as validation
+    and ``eval`` run it: on CUDA a captured graph, captured during the warm-up), and the batch
+    size that ran (halved on OOM)."""
+    from train.predict import Predictor
 
     device = data.device
     while True:
         try:
-            for _ in range(warmup):
-                predict(model, data, split, batch_size, amp)
+            predict = Predictor(model, data, batch_size, amp)
+            for _ in range(max(warmup, 1 if predict.graphs else 0)):
+                predict(split)
             times = []
             for _ in range(repeats):
                 sync(device)
                 t = time.perf_counter()
-                pred = predict(model, data, split, batch_size, amp)
+                pred = predict(split)
                 sync(device)
                 times.append(time.perf_counter() - t)
             if len(pred.pred) != len(data.splits[split]):
