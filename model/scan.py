@@ -10,7 +10,8 @@ delta_bias [d].  Per channel c and state n:
 One Triton program runs the recurrence of one sequence over a block of channels, all states in
 registers, so dB and dC sum over channels inside the program (mamba-ssm's CUDA kernel sums them
 with atomics across every channel, which dominates its backward at T = 60).  The backward
-recomputes the states into a scratch buffer, then runs the recurrence in reverse.  Why: docs/TRAINING.md.
+recomputes the states (checkpoints every CHUNK steps, then one chunk at a time) and runs the
+recurrence in reverse.  Why: docs/TRAINING.md.
 """
 from __future__ import annotations
 
@@ -79,10 +80,18 @@ if triton is not None:
             tl.store(y_ptr + pb * L * DIM + t * DIM + offs, y.to(y_ptr.dtype.element_ty), mask=m)
 
     @triton.jit
-    def _scan_bwd(u_ptr, dl_ptr, z_ptr, b_ptr, c_ptr, a_ptr, d_ptr, bias_ptr, dy_ptr, hs_ptr,
+    def _scan_state(h, A, bias, u_ptr, dl_ptr, b_ptr, pb, t, offs, m, n, su_b, su_t, sdl_b, sdl_t,
+                    sb_b, sb_t):
+        u = tl.load(u_ptr + pb * su_b + t * su_t + offs, mask=m, other=0.0).to(tl.float32)
+        dt = _softplus(tl.load(dl_ptr + pb * sdl_b + t * sdl_t + offs, mask=m, other=0.0).to(tl.float32) + bias)
+        Bt = tl.load(b_ptr + pb * sb_b + t * sb_t + n).to(tl.float32)
+        return tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
+
+    @triton.jit
+    def _scan_bwd(u_ptr, dl_ptr, z_ptr, b_ptr, c_ptr, a_ptr, d_ptr, bias_ptr, dy_ptr, ck_ptr, cs_ptr,
                   du_ptr, ddl_ptr, dz_ptr, db_ptr, dc_ptr, da_ptr, dd_ptr, dbias_ptr, L, DIM,
                   su_b, su_t, sdl_b, sdl_t, sz_b, sz_t, sb_b, sb_t, sc_b, sc_t,
-                  N: tl.constexpr, BLOCK: tl.constexpr):
+                  N: tl.constexpr, CH: tl.constexpr, BLOCK: tl.constexpr):
         pb, pd = tl.program_id(0).to(tl.int64), tl.program_id(1)
         offs = pd * BLOCK + tl.arange(0, BLOCK)
         m = offs < DIM
@@ -91,50 +100,62 @@ if triton is not None:
         A = tl.load(a_ptr + offs[:, None] * N + n[None, :], mask=m2, other=0.0)
         Dv = tl.load(d_ptr + offs, mask=m, other=0.0)
         bias = tl.load(bias_ptr + offs, mask=m, other=0.0)
-        hs = hs_ptr + (pb * L * DIM) * N + offs[:, None] * N + n[None, :]   # + t * DIM * N
+        nch = tl.cdiv(L, CH)
+        # checkpoints: the state before each chunk of CH steps; chunk states: one chunk at a time
+        ck = ck_ptr + (pb * nch * DIM) * N + offs[:, None] * N + n[None, :]   # + k * DIM * N
+        cs = cs_ptr + (pb * CH * DIM) * N + offs[:, None] * N + n[None, :]    # + j * DIM * N
         h = tl.zeros((BLOCK, N), dtype=tl.float32)
-        for t in range(L):  # recompute the states
-            u = tl.load(u_ptr + pb * su_b + t * su_t + offs, mask=m, other=0.0).to(tl.float32)
-            dt = _softplus(tl.load(dl_ptr + pb * sdl_b + t * sdl_t + offs, mask=m, other=0.0).to(tl.float32) + bias)
-            Bt = tl.load(b_ptr + pb * sb_b + t * sb_t + n).to(tl.float32)
-            h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
-            tl.store(hs + t * DIM * N, h, mask=m2)
+        for t in range(L):
+            tl.store(ck + (t // CH) * DIM * N, h, mask=m2 & (t % CH == 0))
+            h = _scan_state(h, A, bias, u_ptr, dl_ptr, b_ptr, pb, t, offs, m, n, su_b, su_t,
+                            sdl_b, sdl_t, sb_b, sb_t)
         g = tl.zeros((BLOCK, N), dtype=tl.float32)
-        hp = h  # h_{L-1}: the reverse loop carries h_t in registers and loads only h_{t-1}
         gA = tl.zeros((BLOCK, N), dtype=tl.float32)
         gD = tl.zeros((BLOCK,), dtype=tl.float32)
         gbias = tl.zeros((BLOCK,), dtype=tl.float32)
-        for i in range(L):
-            t = L - 1 - i
-            row = pb * L * DIM + t * DIM + offs
-            u = tl.load(u_ptr + pb * su_b + t * su_t + offs, mask=m, other=0.0).to(tl.float32)
-            draw = tl.load(dl_ptr + pb * sdl_b + t * sdl_t + offs, mask=m, other=0.0).to(tl.float32) + bias
-            dt = _softplus(draw)
-            z = tl.load(z_ptr + pb * sz_b + t * sz_t + offs, mask=m, other=0.0).to(tl.float32)
-            Bt = tl.load(b_ptr + pb * sb_b + t * sb_t + n).to(tl.float32)
-            Ct = tl.load(c_ptr + pb * sc_b + t * sc_t + n).to(tl.float32)
-            dout = tl.load(dy_ptr + row, mask=m, other=0.0).to(tl.float32)
-            h = hp
-            hp = tl.load(hs + (t - 1) * DIM * N, mask=m2 & (t > 0), other=0.0)
-            sz = tl.sigmoid(z)
-            y = tl.sum(h * Ct[None, :], axis=1) + Dv * u
-            dy = dout * z * sz
-            tl.store(dz_ptr + row, (dout * y * sz * (1.0 + z * (1.0 - sz))).to(dz_ptr.dtype.element_ty), mask=m)
-            gD += dy * u
-            g += dy[:, None] * Ct[None, :]
-            dA = tl.exp(dt[:, None] * A)
-            ghd = g * hp * dA
-            gA += ghd * dt[:, None]
-            dxu = tl.sum(g * Bt[None, :], axis=1)
-            ddt = dxu * u + tl.sum(ghd * A, axis=1)
-            dd = ddt * tl.sigmoid(draw)
-            gbias += dd
-            tl.store(du_ptr + row, (dy * Dv + dxu * dt).to(du_ptr.dtype.element_ty), mask=m)
-            tl.store(ddl_ptr + row, dd.to(ddl_ptr.dtype.element_ty), mask=m)
-            bt = pb * L * N + t * N + n   # summed over channel blocks (few programs per address)
-            tl.atomic_add(dc_ptr + bt, tl.sum(dy[:, None] * h, axis=0))
-            tl.atomic_add(db_ptr + bt, tl.sum(g * (dt * u)[:, None], axis=0))
-            g = g * dA
+        for kk in range(nch):
+            k = nch - 1 - kk
+            t0 = k * CH
+            steps = tl.minimum(L - t0, CH)
+            h = tl.load(ck + k * DIM * N, mask=m2, other=0.0)
+            for j in range(steps):  # recompute this chunk's states
+                h = _scan_state(h, A, bias, u_ptr, dl_ptr, b_ptr, pb, t0 + j, offs, m, n, su_b, su_t,
+                                sdl_b, sdl_t, sb_b, sb_t)
+                tl.store(cs + j * DIM * N, h, mask=m2)
+            hp = h  # the reverse loop carries h_t in registers and loads only h_{t-1}
+            for jj in range(steps):
+                j = steps - 1 - jj
+                t = t0 + j
+                row = pb * L * DIM + t * DIM + offs
+                u = tl.load(u_ptr + pb * su_b + t * su_t + offs, mask=m, other=0.0).to(tl.float32)
+                draw = tl.load(dl_ptr + pb * sdl_b + t * sdl_t + offs, mask=m, other=0.0).to(tl.float32) + bias
+                dt = _softplus(draw)
+                z = tl.load(z_ptr + pb * sz_b + t * sz_t + offs, mask=m, other=0.0).to(tl.float32)
+                Bt = tl.load(b_ptr + pb * sb_b + t * sb_t + n).to(tl.float32)
+                Ct = tl.load(c_ptr + pb * sc_b + t * sc_t + n).to(tl.float32)
+                dout = tl.load(dy_ptr + row, mask=m, other=0.0).to(tl.float32)
+                h = hp
+                hp = tl.load(cs + (j - 1) * DIM * N, mask=m2 & (j > 0), other=0.0) \
+                    + tl.load(ck + k * DIM * N, mask=m2 & (j == 0), other=0.0)
+                sz = tl.sigmoid(z)
+                y = tl.sum(h * Ct[None, :], axis=1) + Dv * u
+                dy = dout * z * sz
+                tl.store(dz_ptr + row, (dout * y * sz * (1.0 + z * (1.0 - sz))).to(dz_ptr.dtype.element_ty), mask=m)
+                gD += dy * u
+                g += dy[:, None] * Ct[None, :]
+                dA = tl.exp(dt[:, None] * A)
+                ghd = g * hp * dA
+                gA += ghd * dt[:, None]
+                dxu = tl.sum(g * Bt[None, :], axis=1)
+                ddt = dxu * u + tl.sum(ghd * A, axis=1)
+                dd = ddt * tl.sigmoid(draw)
+                gbias += dd
+                tl.store(du_ptr + row, (dy * Dv + dxu * dt).to(du_ptr.dtype.element_ty), mask=m)
+                tl.store(ddl_ptr + row, dd.to(ddl_ptr.dtype.element_ty), mask=m)
+                bt = pb * L * N + t * N + n   # summed over channel blocks (few programs per address)
+                tl.atomic_add(dc_ptr + bt, tl.sum(dy[:, None] * h, axis=0))
+                tl.atomic_add(db_ptr + bt, tl.sum(g * (dt * u)[:, None], axis=0))
+                g = g * dA
         tl.store(da_ptr + (pb * DIM + offs[:, None]) * N + n[None, :], gA, mask=m2)
         tl.store(dd_ptr + pb * DIM + offs, gD, mask=m)
         tl.store(dbias_ptr + pb * DIM + offs, gbias, mask=m)
@@ -228,19 +249,22 @@ class _SelectiveScan(torch.autograd.Function):
         n = A.shape[1]
         dy = dy.contiguous()
         f32 = dict(dtype=torch.float32, device=u.device)
-        hs = torch.empty((b, L, d, n), **f32)
+        ck = torch.empty((b, triton.cdiv(L, CHUNK), d, n), **f32)
+        cs = torch.empty((b, CHUNK, d, n), **f32)
         du, ddelta, dz = (torch.empty((b, L, d), dtype=t.dtype, device=u.device) for t in (u, delta, z))
         dB, dC = torch.zeros((b, L, n), **f32), torch.zeros((b, L, n), **f32)
         dA_part, dD_part, dbias_part = torch.empty((b, d, n), **f32), torch.empty((b, d), **f32), \
             torch.empty((b, d), **f32)
         grid = lambda meta: (b, triton.cdiv(d, meta["BLOCK"]))  # noqa: E731
-        _scan_bwd[grid](u, delta, z, B, C, A, D, delta_bias, dy, hs, du, ddelta, dz, dB, dC,
-                        dA_part, dD_part, dbias_part, L, d, *_strides(u, delta, z, B, C), N=n, **FIXED)
+        _scan_bwd[grid](u, delta, z, B, C, A, D, delta_bias, dy, ck, cs, du, ddelta, dz, dB, dC,
+                        dA_part, dD_part, dbias_part, L, d, *_strides(u, delta, z, B, C), N=n,
+                        CH=CHUNK, **FIXED)
         return (du, ddelta, dA_part.sum(0), dB.to(B.dtype), dC.to(C.dtype), dD_part.sum(0), dz,
                 dbias_part.sum(0))
 
 
 CONV_BLOCK = 64
+CHUNK = 8  # backward: states kept in memory per program (the rest recomputed from checkpoints)
 
 
 class _CausalConvSiLU(torch.autograd.Function):
