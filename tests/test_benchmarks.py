@@ -87,6 +87,15 @@ def test_train_throughput_script(store, tmp_path):
     assert meta["default_train_qa_per_s"] == meta["default_command"]["qa_per_s"] > 0
     assert len(meta["default_command"]["epochs"]) == 2
     assert meta["peer_train_qa_per_s"] == meta["peer_qa_per_s"]
+    # summary.json of the run (no extraction results here: those keys are null)
+    sys.path.insert(0, str(BENCH))
+    from summary import summarise
+
+    summary = summarise(tmp_path)
+    assert summary["default_train_qa_per_s"] == meta["default_train_qa_per_s"]
+    assert summary["best_train_qa_per_s"] == meta["best_train_qa_per_s"]
+    assert summary["default_train_x_peer"] == round(meta["default_train_qa_per_s"] / meta["peer_qa_per_s"], 2)
+    assert summary["default_extract_videos_per_s"] is None and summary["card"] == meta["device"]
     rows = rows[:3]
     for r in rows:
         assert float(r[2].replace(",", "")) > 0          # QA/s
