@@ -259,3 +259,14 @@ def test_early_stopping_after_patience_evaluations_without_gain(gen, tmp_path):
     rows = read_metrics(tmp_path / "runs" / "es")
     assert [r["best"] for r in rows] == [True, False, False]
     assert find_checkpoint(tmp_path / "runs" / "es", "best").meta["epoch"] == 1
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_latest_alone(gen, tmp_path):
+    out = tmp_path / "runs"
+    good = train(tiny_cfg(gen.path, out, epochs=1, name="good"))
+    assert (out / "latest").resolve() == good.run_dir.resolve()
+    with pytest.raises(DataError, match="no answered questions|too few|has no questions"):
+        train(tiny_cfg(gen.path, out, epochs=1, name="bad", val_split="nosuchsplit"))
+    # the failed run keeps its folder and log, but eval's default stays the good run
+    assert (out / "bad" / "train.log").is_file()
+    assert (out / "latest").resolve() == good.run_dir.resolve()

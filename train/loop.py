@@ -160,7 +160,6 @@ class Trainer:
         if ctx.is_main and not resuming:
             write_json_atomic(run_dir / CONFIG_FILE, config_dict(cfg))
             write_json_atomic(run_dir / STORE_FILE, self.identity)
-            set_latest(run_dir)
         self._log_start()
         self.data = StoreData(store, [cfg.train_split] + ([cfg.val_split] if cfg.val_split else []),
                               ctx.device, with_tokens=bool(model_cfg.use_tokens),
@@ -409,6 +408,7 @@ class Trainer:
             append_metrics(self.run_dir, row)  # metrics first: a resume truncates newer rows
             save_checkpoint(self.run_dir / "checkpoints", row["epoch"], self.model, tensorize(saved),
                             meta, links=("last", "best") if improved else ("last",))
+            set_latest(self.run_dir)  # only a run with a checkpoint becomes runs/latest
         barrier(self.ctx)
         val = "-" if row["val_overall"] is None else f"{row['val_overall']:.2f}"
         self.log(f"epoch {row['epoch']}/{self.cfg.epochs} step {self.state.step}: loss "
