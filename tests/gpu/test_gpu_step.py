@@ -134,3 +134,27 @@ def test_train_command_runs_the_graph_step_and_resumes(store_path, tmp_path):
     rows = read_metrics(tmp_path / "r")
     assert [r["epoch"] for r in rows] == [1, 2, 3] and result.epochs_done == 3
     assert all(np.isfinite(r["train_loss"]) and r["val_overall"] is not None for r in rows)
+
+
+@pytest.mark.parametrize("variant", ["shmamba", "euclidean", "fixed-curvature", "transformer",
+                                     "no-temporal", "concat-fusion", "per-modality-mamba"])
+def test_every_variant_runs_the_graph_step_and_graphed_predictions(data, variant):
+    from model import VARIANTS
+
+    assert variant in VARIANTS
+    cfg = load_train_config(None, {"store": "x", "lr": 1e-3})
+    model = build_model(model_config_for(variant, {}, store_dims(data.store)), seed=0).to(DEV)
+    opts = make_optimizers(model, cfg)
+    scheds, _ = make_schedulers(opts, cfg, 100)
+    step = GraphStep(model, opts, scheds, StepSettings(0.1, 1.0, 0.0), graph_autocast(DEV, "auto"),
+                     data, "train")
+    order = epoch_order(len(data.splits["train"]), torch.Generator().manual_seed(1))
+    idx = [b.numpy() for b in batch_indices(order, 16)][:6]
+    plans_np = [data.plan("train", i) for i in idx]
+    plans = torch.from_numpy(pack_plans(plans_np, step.prepare(plans_shape(plans_np, 16)))).to(DEV)
+    for k in range(len(idx)):
+        step(plans[k], torch.tensor([1 / 16, 1.0], device=DEV))
+    assert step.graph is not None and torch.isfinite(step.acc).all()
+    eager = Predictor(model, data, 32, graphs=False)("val")
+    graphed = Predictor(model, data, 32, graphs=True)("val")
+    assert len(graphed.pred) == len(eager.pred) and np.mean(graphed.pred == eager.pred) >= 0.95
