@@ -55,8 +55,10 @@ class ExtractConfig:
     batch_size: int = 256
     #: questions (and options) per text-encoder batch
     text_batch_size: int = 256
-    #: decode worker processes (0 = decode in the main process)
-    workers: int = 2
+    #: decode worker processes, each single-threaded (-1 = one per usable core, from
+    #: ``os.sched_getaffinity``; 0 = decode in the main process).  With dask: decode threads per
+    #: task (-1 = 2)
+    workers: int = -1
     #: videos per shard (a crash loses at most the open shard)
     shard_size: int = 64
     #: questions per question shard
@@ -96,7 +98,9 @@ class ExtractConfig:
                      "text_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("workers", "dask_workers", "image_size"):
+        if self.workers < -1:
+            raise ValueError(f"workers must be >= -1 (-1 = one per usable core), got {self.workers}")
+        for name in ("dask_workers", "image_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.dataset.strip().lower().replace("_", "-") not in ("music-avqa", "avqa"):

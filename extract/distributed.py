@@ -26,15 +26,21 @@ from .encoders import get_encoders
 from .pipeline import (ChunkResult, encode_questions, encode_videos, iter_decoded, write_shard)
 
 
+#: decode threads inside one dask task when ``workers`` is -1 (auto): a dask worker's cores are
+#: the cluster's to share, not this task's
+DASK_DECODE_THREADS = 2
+
+
 def process_video_chunk(chunk: Sequence[VideoFile], cfg_dict: dict, attrs: dict,
                         entry: str) -> ChunkResult:
     """A dask task: decode, encode and write one shard of videos (failures recorded in it)."""
     cfg = build(ExtractConfig, cfg_dict)
     enc = get_encoders(cfg)
     spec = DecodeSpec.from_config(cfg, enc.clip.image_size)
-    window = 2 * max(cfg.workers, 1) + math.ceil(cfg.batch_size / cfg.T)
+    threads = cfg.workers if cfg.workers >= 0 else DASK_DECODE_THREADS
+    window = 2 * max(threads, 1) + math.ceil(cfg.batch_size / cfg.T)
     encoded, waiting, failures = [], [], []
-    for v, res in iter_decoded(chunk, spec, cfg.workers, window, threads=True):
+    for v, res in iter_decoded(chunk, spec, threads, window, threads=True):
         if isinstance(res, str):
             failures.append((v.path, res))
             continue

@@ -38,7 +38,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -47,9 +47,12 @@ from store.config_io import to_dict
 from .config import ExtractConfig
 from store.schema import AUDIO_DIM
 
-from .decode import DecodedVideo, DecodeError, DecodeSpec, decode_video, pad_to
+from .decode import DecodedVideo, DecodeSpec, decode_video, pad_to
+from .decode_worker import default_workers, init_worker, safe_decode, single_threaded_env
 from .discover import DiscoveryError, VideoFile, discover_videos
-from .encoders import Encoders, get_encoders
+
+if TYPE_CHECKING:  # torch is imported only when the encoders are built (after decoding started)
+    from .encoders import Encoders
 
 log = logging.getLogger(__name__)
 
@@ -299,69 +302,128 @@ def _utf8(text: str) -> str:
 # ---- decoding ahead, in worker processes ---------------------------------------------------
 
 
-def safe_decode(path: str, spec: DecodeSpec) -> DecodedVideo | str:
-    """:func:`decode_video`, with any failure turned into its message (run in workers)."""
-    try:
-        return decode_video(path, spec)
-    except DecodeError as exc:
-        return str(exc)
-    except Exception as exc:  # a decoder bug must not stop the run; record it
-        return f"{path}: {type(exc).__name__}: {exc}"
+def resolve_workers(workers: int) -> int:
+    """Decode worker processes for ``workers`` (-1 = one per usable core)."""
+    return default_workers() if workers < 0 else int(workers)
 
 
 def _new_pool(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker)
 
 
 def _isolated_decode(path: str, spec: DecodeSpec) -> DecodedVideo | str:
     """Decode one file in its own process (after a decoder process crashed)."""
     pool = _new_pool(1)
     try:
-        return pool.submit(safe_decode, path, spec).result()
+        with single_threaded_env():
+            fut = pool.submit(safe_decode, path, spec)
+        return fut.result()
     except BrokenProcessPool:
         return f"{path}: the decoder process crashed on this file"
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+class DecodeAhead:
+    """Decode ``videos`` in ``workers`` spawn processes (or threads, inside dask tasks), up to
+    ``window`` ahead; iterating yields ``(video, DecodedVideo or error message)`` in input order.
+    ``workers=0`` decodes in this process, lazily.  :meth:`start` submits the first window, so
+    decoding can run while the caller does other work (building the encoders).  If a decoder
+    process dies (a crashing decoder on a hostile file), the video waited on is retried alone in
+    a fresh process and the rest are resubmitted to a fresh pool.  Worker processes are spawned
+    single-threaded (:mod:`extract.decode_worker`)."""
+
+    def __init__(self, videos: Iterable[VideoFile], spec: DecodeSpec, workers: int, window: int,
+                 threads: bool = False):
+        self.spec, self.workers, self.threads = spec, int(workers), threads
+        self.window = max(1, int(window))
+        self.it = iter(videos)
+        self.exhausted = False
+        self.pool: Any = None
+        self.pending: deque[tuple[VideoFile, Future]] = deque()
+
+    def _new(self) -> Any:
+        if self.threads:
+            return ThreadPoolExecutor(self.workers, thread_name_prefix="decode")
+        return _new_pool(self.workers)
+
+    def _submit(self, v: VideoFile) -> Future:
+        if self.threads:
+            return self.pool.submit(safe_decode, v.path, self.spec)
+        with single_threaded_env():   # worker processes are spawned on submit: env inherited
+            return self.pool.submit(safe_decode, v.path, self.spec)
+
+    def _fill(self) -> None:
+        while not self.exhausted and len(self.pending) < self.window:
+            v = next(self.it, None)
+            if v is None:
+                self.exhausted = True
+                break
+            self.pending.append((v, self._submit(v)))
+
+    def start(self) -> "DecodeAhead":
+        if self.workers > 0 and self.pool is None:
+            self.pool = self._new()
+            self._fill()
+        return self
+
+    def __iter__(self) -> Iterator[tuple[VideoFile, DecodedVideo | str]]:
+        if self.workers <= 0:
+            for v in self.it:
+                yield v, safe_decode(v.path, self.spec)
+            return
+        self.start()
+        try:
+            while True:
+                self._fill()
+                if not self.pending:
+                    return
+                v, fut = self.pending.popleft()
+                try:
+                    res = fut.result()
+                except BrokenProcessPool:
+                    self.pool.shutdown(wait=False, cancel_futures=True)
+                    res = _isolated_decode(v.path, self.spec)
+                    self.pool = self._new()
+                    self.pending = deque((pv, self._submit(pv)) for pv, _ in self.pending)
+                yield v, res
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
+
+
 def iter_decoded(videos: Iterable[VideoFile], spec: DecodeSpec, workers: int, window: int,
                  threads: bool = False) -> Iterator[tuple[VideoFile, DecodedVideo | str]]:
-    """Decode ``videos`` in ``workers`` spawn processes (or threads, inside dask tasks), up to
-    ``window`` ahead, and yield ``(video, DecodedVideo or error message)`` in input order.
-    ``workers=0`` decodes here.  If a decoder process dies (a crashing decoder on a hostile
-    file), the video waited on is retried alone in a fresh process and the rest are resubmitted
-    to a fresh pool."""
-    if workers <= 0:
-        for v in videos:
-            yield v, safe_decode(v.path, spec)
-        return
-    new_pool = (lambda: ThreadPoolExecutor(workers, thread_name_prefix="decode")) if threads \
-        else (lambda: _new_pool(workers))
-    pool = new_pool()
-    pending: deque[tuple[VideoFile, Future]] = deque()
-    it = iter(videos)
-    exhausted = False
+    """Iterate a :class:`DecodeAhead` (the decoding starts at the first ``next``)."""
+    yield from DecodeAhead(videos, spec, workers, window, threads)
+
+
+def clip_input_size(model_name: str) -> int | None:
+    """The open_clip model's own input size from its JSON config file, found without importing
+    open_clip (and torch); None when there is no such file (then decoding waits for the model)."""
+    import importlib.util
+    import json
+
     try:
-        while True:
-            while not exhausted and len(pending) < window:
-                v = next(it, None)
-                if v is None:
-                    exhausted = True
-                    break
-                pending.append((v, pool.submit(safe_decode, v.path, spec)))
-            if not pending:
-                return
-            v, fut = pending.popleft()
-            try:
-                res = fut.result()
-            except BrokenProcessPool:
-                pool.shutdown(wait=False, cancel_futures=True)
-                res = _isolated_decode(v.path, spec)
-                pool = new_pool()
-                pending = deque((pv, pool.submit(safe_decode, pv.path, spec)) for pv, _ in pending)
-            yield v, res
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        found = importlib.util.find_spec("open_clip")
+        roots = list(found.submodule_search_locations or []) if found else []
+        for root in roots:
+            f = Path(root) / "model_configs" / f"{model_name.replace('/', '-')}.json"
+            if f.is_file():
+                size = json.loads(f.read_text(encoding="utf-8"))["vision_cfg"]["image_size"]
+                return int(size[0] if isinstance(size, (list, tuple)) else size)
+    except (ImportError, ValueError, KeyError, TypeError, OSError):
+        pass
+    return None
+
+
+def decode_window(cfg: ExtractConfig, workers: int) -> int:
+    """Videos decoded ahead: enough for every worker to hold two, plus one encoder batch."""
+    return 2 * max(workers, 1) + math.ceil(cfg.batch_size / cfg.T)
 
 
 # ---- the in-process video runner -----------------------------------------------------------
@@ -394,10 +456,14 @@ class _ShardQueue:
 
 def run_videos_local(todo: Sequence[VideoFile], cfg: ExtractConfig, enc: Encoders, attrs: dict,
                      entry: Path, on_result: Callable[[ChunkResult], None],
-                     on_video: Callable[[VideoFile, str | None], None] = lambda v, e: None) -> None:
-    """Decode ahead in worker processes, encode batches across videos, write shards."""
-    spec = DecodeSpec.from_config(cfg, enc.clip.image_size)
-    window = 2 * max(cfg.workers, 1) + math.ceil(cfg.batch_size / cfg.T)
+                     on_video: Callable[[VideoFile, str | None], None] = lambda v, e: None,
+                     decoder: DecodeAhead | None = None) -> None:
+    """Decode ahead in worker processes, encode batches across videos, write shards.
+    ``decoder``: a :class:`DecodeAhead` over ``todo`` already started (else one is made)."""
+    if decoder is None:
+        spec = DecodeSpec.from_config(cfg, enc.clip.image_size)
+        workers = resolve_workers(cfg.workers)
+        decoder = DecodeAhead(todo, spec, workers, decode_window(cfg, workers))
     writer = _ShardQueue(entry, attrs, on_result)
     waiting: list[tuple[VideoFile, DecodedVideo]] = []
     done: list[EncodedVideo] = []
@@ -418,7 +484,7 @@ def run_videos_local(todo: Sequence[VideoFile], cfg: ExtractConfig, enc: Encoder
             failures = []
 
     try:
-        for v, res in iter_decoded(todo, spec, cfg.workers, window):
+        for v, res in decoder:
             if isinstance(res, str):
                 failures.append((v.path, res))
                 on_video(v, res)
@@ -430,6 +496,7 @@ def run_videos_local(todo: Sequence[VideoFile], cfg: ExtractConfig, enc: Encoder
         encode_waiting()
         flush(final=True)
     finally:
+        decoder.close()
         writer.close()
 
 
@@ -575,16 +642,7 @@ def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> E
         n_options = options_count(records) if records else \
             int(existing_attrs["n_options"]) if existing_attrs else 0
 
-        enc = get_encoders(cfg, audio=not cfg.questions_only)
-        attrs = store_attrs(cfg, enc, vocab, n_options)
-        if cfg.questions_only:
-            attrs["encoders"] = dict(attrs["encoders"], audio=existing_attrs["encoders"]["audio"])
-        if existing_attrs is not None:
-            _check_compatible(attrs, existing_attrs, entry)
-        summary.encoders = attrs["encoders"]
-        summary.random_weights = random_weight_names(attrs["encoders"])
-
-        # -- resume: what is already there -------------------------------------------------
+        # -- resume: what is already there (the store is changed only after the checks) ---------
         have: dict[str, tuple[int, float]] = {}
         if existing_attrs is not None:
             with FeatureStore(entry) as fs:
@@ -597,6 +655,33 @@ def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> E
                     continue
                 changed.append(v.video_id)
             todo.append(v)
+
+        # -- start decoding now, so it runs while the encoders load (torch, weights, CUDA) --------
+        decoder = None
+        if todo and not (cfg.scheduler or cfg.dask_workers):
+            size = cfg.image_size or clip_input_size(cfg.clip_model)
+            workers = resolve_workers(cfg.workers)
+            if size and workers > 0:
+                spec = DecodeSpec(int(cfg.T), float(cfg.fps), str(cfg.sampling), int(size))
+                decoder = DecodeAhead(todo, spec, workers, decode_window(cfg, workers)).start()
+        try:
+            from .encoders import get_encoders
+
+            enc = get_encoders(cfg, audio=not cfg.questions_only)
+            if decoder is not None and decoder.spec.image_size != enc.clip.image_size:
+                decoder.close()          # the model's input size was not the one looked up
+                decoder = None
+            attrs = store_attrs(cfg, enc, vocab, n_options)
+            if cfg.questions_only:
+                attrs["encoders"] = dict(attrs["encoders"], audio=existing_attrs["encoders"]["audio"])
+            if existing_attrs is not None:
+                _check_compatible(attrs, existing_attrs, entry)
+        except BaseException:
+            if decoder is not None:
+                decoder.close()
+            raise
+        summary.encoders = attrs["encoders"]
+        summary.random_weights = random_weight_names(attrs["encoders"])
         if changed:
             log.info("%d input videos changed since extraction; re-extracting them", len(changed))
             drop_videos(entry, changed)
@@ -609,12 +694,11 @@ def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> E
             summary.questions_added += r.questions
             summary.failures.extend(r.failures)
 
-        if rejected:
-            on_result(write_shard(entry, attrs, failures=rejected))
-
         bar = _Progress(progress, console)
         runner = None
         try:
+            if rejected:
+                on_result(write_shard(entry, attrs, failures=rejected))
             if cfg.scheduler or cfg.dask_workers:
                 from .distributed import DaskRunner
 
@@ -633,7 +717,8 @@ def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> E
                     runner.run_videos(todo, attrs, entry, on_chunk)
                 else:
                     run_videos_local(todo, cfg, enc, attrs, entry, on_result,
-                                     on_video=lambda v, e: bar.advance(e is not None))
+                                     on_video=lambda v, e: bar.advance(e is not None),
+                                     decoder=decoder)
                 bar.stop()
             if complete_shards(entry):
                 rebuild_index(entry)
@@ -665,6 +750,8 @@ def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> E
                     rebuild_index(entry)
         finally:
             bar.stop()
+            if decoder is not None:
+                decoder.close()
             if runner is not None:
                 runner.close()
         if entry.exists():
