@@ -229,7 +229,7 @@ def our_stages(videos: list[Path], cfg, enc, attrs: dict, out: Path) -> tuple[di
 
     dev = enc.clip.device
     spec = DecodeSpec.from_config(cfg, enc.clip.image_size)
-    pool = _new_pool(1)
+    pool = _new_pool(1, nice=0)
     try:
         with single_threaded_env():
             fut = pool.submit(_decode_stage, [str(v) for v in videos], spec)

@@ -51,9 +51,15 @@ def single_threaded_env() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def init_worker() -> None:
-    """ProcessPoolExecutor initializer: one thread per library in this process."""
+def init_worker(nice: int = 0) -> None:
+    """ProcessPoolExecutor initializer: one thread per library in this process; ``nice`` > 0
+    lowers the worker's CPU priority (the encoders in the main process come first)."""
     os.environ.update({k: "1" for k in THREAD_VARS})
+    if nice > 0:
+        try:
+            os.nice(int(nice))
+        except (AttributeError, OSError):
+            pass
     torch = sys.modules.get("torch")      # only if the main script imported it
     if torch is not None:
         try:

@@ -302,13 +302,22 @@ def _utf8(text: str) -> str:
 # ---- decoding ahead, in worker processes ---------------------------------------------------
 
 
+#: CPU priority of decode workers relative to the main process (which runs the encoders): with
+#: one worker per core, the encoders (CPU) or the feeding of the GPU come first and decoding
+#: takes the remaining cycles
+DECODE_NICE = 10
+#: at most this many bytes of decoded videos are waiting in memory at the start of a run
+DECODE_AHEAD_BYTES = 2 << 30
+
+
 def resolve_workers(workers: int) -> int:
     """Decode worker processes for ``workers`` (-1 = one per usable core)."""
     return default_workers() if workers < 0 else int(workers)
 
 
-def _new_pool(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker)
+def _new_pool(workers: int, nice: int = DECODE_NICE) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker,
+                               initargs=(nice,))
 
 
 def _isolated_decode(path: str, spec: DecodeSpec) -> DecodedVideo | str:
@@ -334,9 +343,12 @@ class DecodeAhead:
     single-threaded (:mod:`extract.decode_worker`)."""
 
     def __init__(self, videos: Iterable[VideoFile], spec: DecodeSpec, workers: int, window: int,
-                 threads: bool = False):
+                 threads: bool = False, startup_window: int = 0):
         self.spec, self.workers, self.threads = spec, int(workers), threads
         self.window = max(1, int(window))
+        #: videos submitted by :meth:`start` (more than ``window`` lets the workers run ahead
+        #: while the encoders load; the queue then drains to ``window``)
+        self.startup_window = max(self.window, int(startup_window))
         self.it = iter(videos)
         self.exhausted = False
         self.pool: Any = None
@@ -353,8 +365,8 @@ class DecodeAhead:
         with single_threaded_env():   # worker processes are spawned on submit: env inherited
             return self.pool.submit(safe_decode, v.path, self.spec)
 
-    def _fill(self) -> None:
-        while not self.exhausted and len(self.pending) < self.window:
+    def _fill(self, window: int | None = None) -> None:
+        while not self.exhausted and len(self.pending) < (window or self.window):
             v = next(self.it, None)
             if v is None:
                 self.exhausted = True
@@ -364,7 +376,7 @@ class DecodeAhead:
     def start(self) -> "DecodeAhead":
         if self.workers > 0 and self.pool is None:
             self.pool = self._new()
-            self._fill()
+            self._fill(self.startup_window)
         return self
 
     def __iter__(self) -> Iterator[tuple[VideoFile, DecodedVideo | str]]:
@@ -424,6 +436,22 @@ def clip_input_size(model_name: str) -> int | None:
 def decode_window(cfg: ExtractConfig, workers: int) -> int:
     """Videos decoded ahead: enough for every worker to hold two, plus one encoder batch."""
     return 2 * max(workers, 1) + math.ceil(cfg.batch_size / cfg.T)
+
+
+def startup_window(cfg: ExtractConfig, workers: int, image_size: int) -> int:
+    """Videos submitted before the encoders load: about 8 per worker (model loading takes
+    seconds; a 60-s video decodes in under one), within :data:`DECODE_AHEAD_BYTES` (or 1/8 of
+    the physical memory, if less) of decoded frames and patches."""
+    import os
+
+    per_video = int(cfg.T) * (int(image_size) ** 2 * 3 + 96 * 64 * 4)
+    budget = DECODE_AHEAD_BYTES
+    try:
+        budget = min(budget, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 8)
+    except (ValueError, OSError, AttributeError):
+        pass
+    base = decode_window(cfg, workers)
+    return max(base, min(base + 8 * max(workers, 1), budget // max(per_video, 1)))
 
 
 # ---- the in-process video runner -----------------------------------------------------------
@@ -663,7 +691,8 @@ def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> E
             workers = resolve_workers(cfg.workers)
             if size and workers > 0:
                 spec = DecodeSpec(int(cfg.T), float(cfg.fps), str(cfg.sampling), int(size))
-                decoder = DecodeAhead(todo, spec, workers, decode_window(cfg, workers)).start()
+                decoder = DecodeAhead(todo, spec, workers, decode_window(cfg, workers),
+                                      startup_window=startup_window(cfg, workers, size)).start()
         try:
             from .encoders import get_encoders
 
