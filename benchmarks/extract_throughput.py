@@ -238,7 +238,9 @@ def our_stages(videos: list[Path], cfg, enc, attrs: dict, out: Path) -> tuple[di
         pool.shutdown(wait=True)
     decoded, t_decode = res["decoded"], res["decode"]
 
-    bs = int(cfg.batch_size)
+    from extract.config import encoder_batch_size
+
+    bs = encoder_batch_size(cfg, dev.type)
     frames = np.concatenate([d.frames for d in decoded])
     mel = np.concatenate([d.audio for d in decoded])
     with torch.no_grad():
@@ -321,7 +323,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--clip-model", default="ViT-B-32", help="open_clip model for both pipelines")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8, 16],
                     help="decode worker counts to time our extractor with (0 = in-process)")
-    ap.add_argument("--batch-size", type=int, default=256, help="frames per encoder batch (ours)")
+    ap.add_argument("--batch-size", type=int, default=0,
+                    help="frames per encoder batch (ours; 0 = the extractor's default for the device)")
     ap.add_argument("--shard-size", type=int, default=64, help="videos per shard (ours)")
     ap.add_argument("--stage-videos", type=int, default=16,
                     help="videos used to time our stages one by one (at most K)")

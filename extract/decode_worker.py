@@ -81,6 +81,13 @@ def safe_decode(path: str, spec: Any) -> Any:
         return f"{path}: {type(exc).__name__}: {exc}"
 
 
+def worker_facts() -> dict:
+    """What a worker process looks like from inside (for tests and the benchmark)."""
+    return {"pid": os.getpid(), "threads": {k: os.environ.get(k) for k in THREAD_VARS},
+            "torch_imported": "torch" in sys.modules, "open_clip_imported": "open_clip" in sys.modules,
+            "nice": os.nice(0) if hasattr(os, "nice") else None}
+
+
 def warm_up() -> int:
     """An empty task that loads the decode modules (used to time worker start-up)."""
     from . import decode, logmel  # noqa: F401
@@ -90,4 +97,4 @@ def warm_up() -> int:
 
 
 __all__ = ["default_workers", "usable_cores", "init_worker", "safe_decode", "single_threaded_env",
-           "THREAD_VARS", "warm_up"]
+           "THREAD_VARS", "warm_up", "worker_facts"]

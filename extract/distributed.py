@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 from store.config_io import build, to_dict
 
-from .config import ExtractConfig
+from .config import ExtractConfig, encoder_batch_size
 from .decode import DecodeSpec
 from .discover import VideoFile
 from .encoders import get_encoders
@@ -38,14 +38,15 @@ def process_video_chunk(chunk: Sequence[VideoFile], cfg_dict: dict, attrs: dict,
     enc = get_encoders(cfg)
     spec = DecodeSpec.from_config(cfg, enc.clip.image_size)
     threads = cfg.workers if cfg.workers >= 0 else DASK_DECODE_THREADS
-    window = 2 * max(threads, 1) + math.ceil(cfg.batch_size / cfg.T)
+    batch = encoder_batch_size(cfg, enc.clip.device.type)
+    window = 2 * max(threads, 1) + math.ceil(batch / cfg.T)
     encoded, waiting, failures = [], [], []
     for v, res in iter_decoded(chunk, spec, threads, window, threads=True):
         if isinstance(res, str):
             failures.append((v.path, res))
             continue
         waiting.append((v, res))
-        if sum(len(d.frames) for _, d in waiting) >= cfg.batch_size:
+        if sum(len(d.frames) for _, d in waiting) >= batch:
             encoded += encode_videos(waiting, enc, cfg)
             waiting = []
     encoded += encode_videos(waiting, enc, cfg)

@@ -4,13 +4,18 @@ How a run goes
 --------------
 1. Take the store's lock (:class:`store.StoreLock`) for the whole run; delete temp files of
    crashed writers; re-index the complete shards (a crash may have left the entry file stale).
-2. Build the encoders once (CLIP + VGGish, see :mod:`extract.encoders`), load the annotations
-   (``--annotations``, or the annotation files found under ``--videos``) and work out the store
-   attributes.  An existing store must agree with them (the error names the field).
-3. Resume: videos already in the store whose source size and mtime are unchanged are skipped;
-   changed ones are dropped (:func:`store.drop_videos`) and extracted again.  Videos in the store
-   that are no longer among the inputs are left alone.
-4. Videos: decode worker processes (``workers``, spawn-safe) decode ahead, in input order; the main
+2. Load the annotations (``--annotations``, or the annotation files found under ``--videos``)
+   and work out what to extract.  Resume: videos already in the store whose source size and
+   mtime are unchanged are skipped; changed ones are extracted again.  Videos in the store that
+   are no longer among the inputs are left alone.
+3. Start decoding (step 4's workers) *before* building the encoders, so that decoding runs while
+   torch, the weights and CUDA load.  Then build the encoders once (CLIP + VGGish, see
+   :mod:`extract.encoders`) and work out the store attributes; an existing store must agree with
+   them (the error names the field; the decoders are stopped and nothing is changed).  Only then
+   are changed videos dropped from the store (:func:`store.drop_videos`).
+4. Videos: decode worker processes (``workers``: by default one per usable core, each
+   single-threaded, spawn-safe and light, see :mod:`extract.decode_worker`) decode ahead, in
+   input order; the main
    process gathers decoded videos until ``batch_size`` frames are waiting and encodes them in one
    batch *across videos*; encoded videos are written ``shard_size`` per shard by a background
    writer thread (each shard one :class:`store.ShardWriter`; a crash loses at most the open
@@ -44,7 +49,7 @@ import numpy as np
 
 from store.config_io import to_dict
 
-from .config import ExtractConfig
+from .config import ExtractConfig, encoder_batch_size
 from store.schema import AUDIO_DIM
 
 from .decode import DecodedVideo, DecodeSpec, decode_video, pad_to
@@ -163,14 +168,15 @@ def random_weight_names(identities: dict) -> list[str]:
 
 def encode_videos(decoded: Sequence[tuple[VideoFile, DecodedVideo]], enc: Encoders,
                   cfg: ExtractConfig) -> list[EncodedVideo]:
-    """Encode several decoded videos with batches of up to ``cfg.batch_size`` frames that span
-    video boundaries (the fast path; :func:`extract_video_reference` is the per-video one).
-    Only real segments are encoded; padding repeats the last real segment's embeddings."""
+    """Encode several decoded videos with batches of up to ``batch_size`` frames (see
+    :func:`extract.config.encoder_batch_size`) that span video boundaries (the fast path;
+    :func:`extract_video_reference` is the per-video one).  Only real segments are encoded;
+    padding repeats the last real segment's embeddings."""
     if not decoded:
         return []
     real = [d.n_segments for _, d in decoded]
     frames = np.concatenate([d.frames[:n] for (_, d), n in zip(decoded, real)])
-    bs = int(cfg.batch_size)
+    bs = encoder_batch_size(cfg, enc.clip.device.type)
     vis, pat = [], []
     for lo in range(0, len(frames), bs):
         e, p = enc.clip.encode_images(frames[lo:lo + bs], patches=cfg.patches)
@@ -435,7 +441,7 @@ def clip_input_size(model_name: str) -> int | None:
 
 def decode_window(cfg: ExtractConfig, workers: int) -> int:
     """Videos decoded ahead: enough for every worker to hold two, plus one encoder batch."""
-    return 2 * max(workers, 1) + math.ceil(cfg.batch_size / cfg.T)
+    return 2 * max(workers, 1) + math.ceil(encoder_batch_size(cfg) / cfg.T)
 
 
 def startup_window(cfg: ExtractConfig, workers: int, image_size: int) -> int:
@@ -492,6 +498,7 @@ def run_videos_local(todo: Sequence[VideoFile], cfg: ExtractConfig, enc: Encoder
         spec = DecodeSpec.from_config(cfg, enc.clip.image_size)
         workers = resolve_workers(cfg.workers)
         decoder = DecodeAhead(todo, spec, workers, decode_window(cfg, workers))
+    batch = encoder_batch_size(cfg, enc.clip.device.type)
     writer = _ShardQueue(entry, attrs, on_result)
     waiting: list[tuple[VideoFile, DecodedVideo]] = []
     done: list[EncodedVideo] = []
@@ -518,7 +525,7 @@ def run_videos_local(todo: Sequence[VideoFile], cfg: ExtractConfig, enc: Encoder
                 on_video(v, res)
             else:
                 waiting.append((v, res))
-                if sum(len(d.frames) for _, d in waiting) >= cfg.batch_size:
+                if sum(len(d.frames) for _, d in waiting) >= batch:
                     encode_waiting()
                     flush()
         encode_waiting()
