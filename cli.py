@@ -119,8 +119,7 @@ def extract_cmd(
     text_batch_size: int = typer.Option(None, "--text-batch-size", help="Questions per text-encoder batch "
                                         "(default 256)."),
     workers: int = typer.Option(None, "--workers", help="Decode worker processes, single-threaded each "
-                                "(default -1: one per usable CPU core with a GPU, one per 8 cores when "
-                                "the encoders run on the CPU; 0 = decode in the main process)."),
+                                "(default -1: one per usable CPU core; 0 = decode in the main process)."),
     shard_size: int = typer.Option(None, "--shard-size", help="Videos per shard; a crash loses at most one "
                                    "open shard (default 64)."),
     question_shard_size: int = typer.Option(None, "--question-shard-size", help="Questions per question "

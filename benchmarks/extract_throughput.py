@@ -373,8 +373,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not args.skip_default:
             default_s, default_cmd = run_default(inputs, work / "default" / "feats.h5", args, K)
             print(f"default command: {K / default_s:.3f} videos/s ({default_s:.2f} s)", flush=True)
-        auto_workers = default_workers(device.type != "cuda")   # what the default command uses
-        t_workers = worker_start_seconds(auto_workers)
+        t_workers = worker_start_seconds(default_workers())
 
         base_cfg = ExtractConfig(videos=str(inputs), out=str(work / "unused.h5"), **cfg_kwargs)
         t = time.perf_counter()
@@ -428,7 +427,7 @@ def main(argv: list[str] | None = None) -> dict:
         stage_rows.append(["decord alone (same videos, same worker)", name, f"{sec / n_stage:.4f}", "-"])
     stage_rows.append(["ours / decord alone", "decode / (get_batch 1 thread + AudioReader)",
                        f"{decode_vs_bare:.2f}x", "goal <= 1.5x"])
-    stage_rows.append(["ours", f"start {auto_workers} decode workers (spawn + imports)",
+    stage_rows.append(["ours", f"start {default_workers()} decode workers (spawn + imports)",
                        f"{t_workers:.3f} (total)", "-"])
     if peer is not None:
         for name in ("ffmpeg_frames", "ffmpeg_audio", "clip", "vggish", "write"):
@@ -443,7 +442,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     default_rate = K / default_s if default_s else None
     if default_s is not None:
-        rows.append([f"ours, default command: {default_cmd}", f"default ({auto_workers})", K,
+        rows.append([f"ours, default command: {default_cmd}", f"default ({default_workers()})", K,
                      f"{default_s:.2f}", f"{default_rate:.3f}",
                      f"{default_rate / peer_rate:.2f}" if peer_rate else "-"])
     for w, sec in ours.items():
@@ -461,7 +460,7 @@ def main(argv: list[str] | None = None) -> dict:
         "fps": args.fps, "T": args.T, "clip_model": args.clip_model, "batch_size": args.batch_size,
         "cpu_cores": os.cpu_count(), "usable_cores": usable_cores(), "videos_made_now": made,
         "make_videos_s": round(t_make, 2), "model_build_s": round(t_models, 3),
-        "worker_start_s": round(t_workers, 3), "default_workers": auto_workers,
+        "worker_start_s": round(t_workers, 3), "default_workers": default_workers(),
         "default_command": default_cmd, "default_extract_s": default_s,
         "default_extract_videos_per_s": default_rate, "peer_videos": n_peer,
         "best_workers": best_w, "ours_videos_per_s": best,

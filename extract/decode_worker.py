@@ -9,8 +9,7 @@
   below are set to 1 in the environment the workers are spawned with *and* by the worker
   initializer; decord's ``VideoReader`` gets ``num_threads=1``; if torch was imported by the main
   script, the initializer sets ``torch.set_num_threads(1)``.
-* ``default_workers()``: one decode worker per usable core (``os.sched_getaffinity``) when the
-  encoders run on a GPU; one per 8 cores (at least 1) when they run on the CPU.
+* ``default_workers()``: one decode worker per usable core (``os.sched_getaffinity``).
 """
 from __future__ import annotations
 
@@ -32,37 +31,9 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-#: share of the CPU work that decoding is when the encoders run on the CPU too (2-core machine,
-#: ViT-B-32 + VGGish fp32: decode 0.70 s of 5.0 s per video), rounded up to 1/8
-CPU_ENCODER_DECODE_SHARE = 8
-
-
-def default_workers(cpu_encoders: bool = False) -> int:
-    """Decode worker processes when ``workers`` is -1 (auto): one per usable core when the
-    encoders run on a GPU (decoding is then the whole CPU work); when they run on the CPU,
-    decoding is about 1/8 of the work, so one worker per 8 cores (at least 1) -- more workers only
-    take cycles from the encoders (measured on 2 cores: 2 workers 10 % slower than 1)."""
-    cores = usable_cores()
-    if cpu_encoders:
-        return max(1, cores // CPU_ENCODER_DECODE_SHARE)
-    return cores
-
-
-def cuda_likely(device: str) -> bool:
-    """Whether the encoders will run on CUDA, known without importing torch where possible:
-    'cuda'/'cpu' say so; 'auto' asks torch only if it is already imported, else looks for the
-    NVIDIA driver and a visible device (a wrong guess costs speed, never correctness)."""
-    if device != "auto":
-        return device == "cuda"
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        try:
-            return bool(torch.cuda.is_available())
-        except Exception:
-            return False
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return False
-    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")
+def default_workers() -> int:
+    """Decode worker processes when ``workers`` is not given: one per usable core."""
+    return usable_cores()
 
 
 @contextmanager
@@ -125,5 +96,5 @@ def warm_up() -> int:
     return os.getpid()
 
 
-__all__ = ["default_workers", "cuda_likely", "usable_cores", "init_worker", "safe_decode", "single_threaded_env",
+__all__ = ["default_workers", "usable_cores", "init_worker", "safe_decode", "single_threaded_env",
            "THREAD_VARS", "warm_up", "worker_facts"]

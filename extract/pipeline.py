@@ -53,8 +53,7 @@ from .config import ExtractConfig, encoder_batch_size
 from store.schema import AUDIO_DIM
 
 from .decode import DecodedVideo, DecodeSpec, decode_video, pad_to
-from .decode_worker import (cuda_likely, default_workers, init_worker, safe_decode,
-                            single_threaded_env)
+from .decode_worker import default_workers, init_worker, safe_decode, single_threaded_env
 from .discover import DiscoveryError, VideoFile, discover_videos
 
 if TYPE_CHECKING:  # torch is imported only when the encoders are built (after decoding started)
@@ -317,10 +316,9 @@ DECODE_NICE = 10
 DECODE_AHEAD_BYTES = 2 << 30
 
 
-def resolve_workers(workers: int, cpu_encoders: bool = False) -> int:
-    """Decode worker processes for ``workers`` (-1 = auto, see
-    :func:`extract.decode_worker.default_workers`)."""
-    return default_workers(cpu_encoders) if workers < 0 else int(workers)
+def resolve_workers(workers: int) -> int:
+    """Decode worker processes for ``workers`` (-1 = one per usable core)."""
+    return default_workers() if workers < 0 else int(workers)
 
 
 def _new_pool(workers: int, nice: int = DECODE_NICE) -> ProcessPoolExecutor:
@@ -498,7 +496,7 @@ def run_videos_local(todo: Sequence[VideoFile], cfg: ExtractConfig, enc: Encoder
     ``decoder``: a :class:`DecodeAhead` over ``todo`` already started (else one is made)."""
     if decoder is None:
         spec = DecodeSpec.from_config(cfg, enc.clip.image_size)
-        workers = resolve_workers(cfg.workers, enc.clip.device.type != "cuda")
+        workers = resolve_workers(cfg.workers)
         decoder = DecodeAhead(todo, spec, workers, decode_window(cfg, workers))
     batch = encoder_batch_size(cfg, enc.clip.device.type)
     writer = _ShardQueue(entry, attrs, on_result)
@@ -697,7 +695,7 @@ def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> E
         decoder = None
         if todo and not (cfg.scheduler or cfg.dask_workers):
             size = cfg.image_size or clip_input_size(cfg.clip_model)
-            workers = resolve_workers(cfg.workers, not cuda_likely(cfg.device))
+            workers = resolve_workers(cfg.workers)
             if size and workers > 0:
                 spec = DecodeSpec(int(cfg.T), float(cfg.fps), str(cfg.sampling), int(size))
                 decoder = DecodeAhead(todo, spec, workers, decode_window(cfg, workers),

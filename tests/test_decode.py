@@ -173,11 +173,9 @@ def test_default_workers_follow_the_usable_cores():
     from extract.config import ExtractConfig
     from extract.pipeline import resolve_workers
 
-    cores = len(os.sched_getaffinity(0))
     assert ExtractConfig().workers == -1                      # auto
-    assert resolve_workers(-1) == cores                       # encoders on a GPU
-    assert resolve_workers(-1, cpu_encoders=True) == max(1, cores // 8)
-    assert resolve_workers(0) == 0 and resolve_workers(3, cpu_encoders=True) == 3
+    assert resolve_workers(-1) == len(os.sched_getaffinity(0))
+    assert resolve_workers(0) == 0 and resolve_workers(3) == 3
     with pytest.raises(ValueError, match="workers"):
         ExtractConfig(workers=-2)
 
