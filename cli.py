@@ -115,11 +115,11 @@ def extract_cmd(
     patches: bool = typer.Option(None, "--patches/--no-patches", help="Also store CLIP patch tokens per "
                                  "frame (large; default off)."),
     batch_size: int = typer.Option(None, "--batch-size", help="Frames per encoder batch, gathered across "
-                                   "videos (default 256)."),
+                                   "videos (default 0 = auto: 256 on CUDA, 32 on the CPU)."),
     text_batch_size: int = typer.Option(None, "--text-batch-size", help="Questions per text-encoder batch "
                                         "(default 256)."),
-    workers: int = typer.Option(None, "--workers", help="Decode worker processes (default 2; 0 = decode in "
-                                "the main process)."),
+    workers: int = typer.Option(None, "--workers", help="Decode worker processes, single-threaded each "
+                                "(default -1: one per usable CPU core; 0 = decode in the main process)."),
     shard_size: int = typer.Option(None, "--shard-size", help="Videos per shard; a crash loses at most one "
                                    "open shard (default 64)."),
     question_shard_size: int = typer.Option(None, "--question-shard-size", help="Questions per question "

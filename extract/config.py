@@ -51,12 +51,15 @@ class ExtractConfig:
     text_len: int = 32
     #: also store CLIP patch tokens [T, P, Dv] per video (large)
     patches: bool = False
-    #: frames per encoder batch, gathered across videos
-    batch_size: int = 256
+    #: frames per encoder batch, gathered across videos (0 = auto: 256 on CUDA, 32 on the CPU,
+    #: where smaller batches stay in cache and run faster)
+    batch_size: int = 0
     #: questions (and options) per text-encoder batch
     text_batch_size: int = 256
-    #: decode worker processes (0 = decode in the main process)
-    workers: int = 2
+    #: decode worker processes, each single-threaded (-1 = one per usable core, from
+    #: ``os.sched_getaffinity``; 0 = decode in the main process).  With dask: decode threads per
+    #: task (-1 = 2)
+    workers: int = -1
     #: videos per shard (a crash loses at most the open shard)
     shard_size: int = 64
     #: questions per question shard
@@ -92,11 +95,12 @@ class ExtractConfig:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        for name in ("batch_size", "text_batch_size", "shard_size", "question_shard_size",
-                     "text_len"):
+        for name in ("text_batch_size", "shard_size", "question_shard_size", "text_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("workers", "dask_workers", "image_size"):
+        if self.workers < -1:
+            raise ValueError(f"workers must be >= -1 (-1 = one per usable core), got {self.workers}")
+        for name in ("batch_size", "dask_workers", "image_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.dataset.strip().lower().replace("_", "-") not in ("music-avqa", "avqa"):
@@ -107,10 +111,23 @@ class ExtractConfig:
             raise ValueError("out must name the store's entry file (e.g. feats.h5)")
 
 
+#: encoder batch (frames) when ``batch_size`` is 0, by device type.  On the 2-core CPU machine
+#: ViT-B-32 ran 15 % faster per frame at 32 than at 256 (3.1 vs 3.7 s per 60 frames, fp32)
+AUTO_BATCH_SIZE = {"cuda": 256, "cpu": 32}
+
+
+def encoder_batch_size(cfg: Any, device_type: str | None = None) -> int:
+    """Frames per encoder batch: ``cfg.batch_size``, or when 0 the device's default (the
+    largest, 256, when the device is not known yet)."""
+    if int(cfg.batch_size) > 0:
+        return int(cfg.batch_size)
+    return AUTO_BATCH_SIZE.get(device_type or "cuda", AUTO_BATCH_SIZE["cuda"])
+
+
 def load_extract_config(path: str | Path | None = None,
                         overrides: dict[str, Any] | None = None) -> ExtractConfig:
     """Defaults <- ``path`` (TOML/YAML/JSON) <- ``overrides`` (``None`` values ignored)."""
     return resolve(ExtractConfig, path, overrides)
 
 
-__all__ = ["ExtractConfig", "load_extract_config", "ConfigError", "SAMPLING_MODES"]
+__all__ = ["ExtractConfig", "load_extract_config", "encoder_batch_size", "AUTO_BATCH_SIZE", "ConfigError", "SAMPLING_MODES"]

@@ -19,11 +19,16 @@ from typing import Any, Callable, Sequence
 
 from store.config_io import build, to_dict
 
-from .config import ExtractConfig
+from .config import ExtractConfig, encoder_batch_size
 from .decode import DecodeSpec
 from .discover import VideoFile
 from .encoders import get_encoders
 from .pipeline import (ChunkResult, encode_questions, encode_videos, iter_decoded, write_shard)
+
+
+#: decode threads inside one dask task when ``workers`` is -1 (auto): a dask worker's cores are
+#: the cluster's to share, not this task's
+DASK_DECODE_THREADS = 2
 
 
 def process_video_chunk(chunk: Sequence[VideoFile], cfg_dict: dict, attrs: dict,
@@ -32,14 +37,16 @@ def process_video_chunk(chunk: Sequence[VideoFile], cfg_dict: dict, attrs: dict,
     cfg = build(ExtractConfig, cfg_dict)
     enc = get_encoders(cfg)
     spec = DecodeSpec.from_config(cfg, enc.clip.image_size)
-    window = 2 * max(cfg.workers, 1) + math.ceil(cfg.batch_size / cfg.T)
+    threads = cfg.workers if cfg.workers >= 0 else DASK_DECODE_THREADS
+    batch = encoder_batch_size(cfg, enc.clip.device.type)
+    window = 2 * max(threads, 1) + math.ceil(batch / cfg.T)
     encoded, waiting, failures = [], [], []
-    for v, res in iter_decoded(chunk, spec, cfg.workers, window, threads=True):
+    for v, res in iter_decoded(chunk, spec, threads, window, threads=True):
         if isinstance(res, str):
             failures.append((v.path, res))
             continue
         waiting.append((v, res))
-        if sum(len(d.frames) for _, d in waiting) >= cfg.batch_size:
+        if sum(len(d.frames) for _, d in waiting) >= batch:
             encoded += encode_videos(waiting, enc, cfg)
             waiting = []
     encoded += encode_videos(waiting, enc, cfg)

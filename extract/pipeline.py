@@ -4,13 +4,18 @@ How a run goes
 --------------
 1. Take the store's lock (:class:`store.StoreLock`) for the whole run; delete temp files of
    crashed writers; re-index the complete shards (a crash may have left the entry file stale).
-2. Build the encoders once (CLIP + VGGish, see :mod:`extract.encoders`), load the annotations
-   (``--annotations``, or the annotation files found under ``--videos``) and work out the store
-   attributes.  An existing store must agree with them (the error names the field).
-3. Resume: videos already in the store whose source size and mtime are unchanged are skipped;
-   changed ones are dropped (:func:`store.drop_videos`) and extracted again.  Videos in the store
-   that are no longer among the inputs are left alone.
-4. Videos: decode worker processes (``workers``, spawn-safe) decode ahead, in input order; the main
+2. Load the annotations (``--annotations``, or the annotation files found under ``--videos``)
+   and work out what to extract.  Resume: videos already in the store whose source size and
+   mtime are unchanged are skipped; changed ones are extracted again.  Videos in the store that
+   are no longer among the inputs are left alone.
+3. Start decoding (step 4's workers) *before* building the encoders, so that decoding runs while
+   torch, the weights and CUDA load.  Then build the encoders once (CLIP + VGGish, see
+   :mod:`extract.encoders`) and work out the store attributes; an existing store must agree with
+   them (the error names the field; the decoders are stopped and nothing is changed).  Only then
+   are changed videos dropped from the store (:func:`store.drop_videos`).
+4. Videos: decode worker processes (``workers``: by default one per usable core, each
+   single-threaded, spawn-safe and light, see :mod:`extract.decode_worker`) decode ahead, in
+   input order; the main
    process gathers decoded videos until ``batch_size`` frames are waiting and encodes them in one
    batch *across videos*; encoded videos are written ``shard_size`` per shard by a background
    writer thread (each shard one :class:`store.ShardWriter`; a crash loses at most the open
@@ -38,18 +43,21 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from store.config_io import to_dict
 
-from .config import ExtractConfig
+from .config import ExtractConfig, encoder_batch_size
 from store.schema import AUDIO_DIM
 
-from .decode import DecodedVideo, DecodeError, DecodeSpec, decode_video, pad_to
+from .decode import DecodedVideo, DecodeSpec, decode_video, pad_to
+from .decode_worker import default_workers, init_worker, safe_decode, single_threaded_env
 from .discover import DiscoveryError, VideoFile, discover_videos
-from .encoders import Encoders, get_encoders
+
+if TYPE_CHECKING:  # torch is imported only when the encoders are built (after decoding started)
+    from .encoders import Encoders
 
 log = logging.getLogger(__name__)
 
@@ -160,14 +168,15 @@ def random_weight_names(identities: dict) -> list[str]:
 
 def encode_videos(decoded: Sequence[tuple[VideoFile, DecodedVideo]], enc: Encoders,
                   cfg: ExtractConfig) -> list[EncodedVideo]:
-    """Encode several decoded videos with batches of up to ``cfg.batch_size`` frames that span
-    video boundaries (the fast path; :func:`extract_video_reference` is the per-video one).
-    Only real segments are encoded; padding repeats the last real segment's embeddings."""
+    """Encode several decoded videos with batches of up to ``batch_size`` frames (see
+    :func:`extract.config.encoder_batch_size`) that span video boundaries (the fast path;
+    :func:`extract_video_reference` is the per-video one).  Only real segments are encoded;
+    padding repeats the last real segment's embeddings."""
     if not decoded:
         return []
     real = [d.n_segments for _, d in decoded]
     frames = np.concatenate([d.frames[:n] for (_, d), n in zip(decoded, real)])
-    bs = int(cfg.batch_size)
+    bs = encoder_batch_size(cfg, enc.clip.device.type)
     vis, pat = [], []
     for lo in range(0, len(frames), bs):
         e, p = enc.clip.encode_images(frames[lo:lo + bs], patches=cfg.patches)
@@ -299,69 +308,156 @@ def _utf8(text: str) -> str:
 # ---- decoding ahead, in worker processes ---------------------------------------------------
 
 
-def safe_decode(path: str, spec: DecodeSpec) -> DecodedVideo | str:
-    """:func:`decode_video`, with any failure turned into its message (run in workers)."""
-    try:
-        return decode_video(path, spec)
-    except DecodeError as exc:
-        return str(exc)
-    except Exception as exc:  # a decoder bug must not stop the run; record it
-        return f"{path}: {type(exc).__name__}: {exc}"
+#: CPU priority of decode workers relative to the main process (which runs the encoders): with
+#: one worker per core, the encoders (CPU) or the feeding of the GPU come first and decoding
+#: takes the remaining cycles
+DECODE_NICE = 10
+#: at most this many bytes of decoded videos are waiting in memory at the start of a run
+DECODE_AHEAD_BYTES = 2 << 30
 
 
-def _new_pool(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+def resolve_workers(workers: int) -> int:
+    """Decode worker processes for ``workers`` (-1 = one per usable core)."""
+    return default_workers() if workers < 0 else int(workers)
+
+
+def _new_pool(workers: int, nice: int = DECODE_NICE) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker,
+                               initargs=(nice,))
 
 
 def _isolated_decode(path: str, spec: DecodeSpec) -> DecodedVideo | str:
     """Decode one file in its own process (after a decoder process crashed)."""
     pool = _new_pool(1)
     try:
-        return pool.submit(safe_decode, path, spec).result()
+        with single_threaded_env():
+            fut = pool.submit(safe_decode, path, spec)
+        return fut.result()
     except BrokenProcessPool:
         return f"{path}: the decoder process crashed on this file"
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+class DecodeAhead:
+    """Decode ``videos`` in ``workers`` spawn processes (or threads, inside dask tasks), up to
+    ``window`` ahead; iterating yields ``(video, DecodedVideo or error message)`` in input order.
+    ``workers=0`` decodes in this process, lazily.  :meth:`start` submits the first window, so
+    decoding can run while the caller does other work (building the encoders).  If a decoder
+    process dies (a crashing decoder on a hostile file), the video waited on is retried alone in
+    a fresh process and the rest are resubmitted to a fresh pool.  Worker processes are spawned
+    single-threaded (:mod:`extract.decode_worker`)."""
+
+    def __init__(self, videos: Iterable[VideoFile], spec: DecodeSpec, workers: int, window: int,
+                 threads: bool = False, startup_window: int = 0):
+        self.spec, self.workers, self.threads = spec, int(workers), threads
+        self.window = max(1, int(window))
+        #: videos submitted by :meth:`start` (more than ``window`` lets the workers run ahead
+        #: while the encoders load; the queue then drains to ``window``)
+        self.startup_window = max(self.window, int(startup_window))
+        self.it = iter(videos)
+        self.exhausted = False
+        self.pool: Any = None
+        self.pending: deque[tuple[VideoFile, Future]] = deque()
+
+    def _new(self) -> Any:
+        if self.threads:
+            return ThreadPoolExecutor(self.workers, thread_name_prefix="decode")
+        return _new_pool(self.workers)
+
+    def _submit(self, v: VideoFile) -> Future:
+        if self.threads:
+            return self.pool.submit(safe_decode, v.path, self.spec)
+        with single_threaded_env():   # worker processes are spawned on submit: env inherited
+            return self.pool.submit(safe_decode, v.path, self.spec)
+
+    def _fill(self, window: int | None = None) -> None:
+        while not self.exhausted and len(self.pending) < (window or self.window):
+            v = next(self.it, None)
+            if v is None:
+                self.exhausted = True
+                break
+            self.pending.append((v, self._submit(v)))
+
+    def start(self) -> "DecodeAhead":
+        if self.workers > 0 and self.pool is None:
+            self.pool = self._new()
+            self._fill(self.startup_window)
+        return self
+
+    def __iter__(self) -> Iterator[tuple[VideoFile, DecodedVideo | str]]:
+        if self.workers <= 0:
+            for v in self.it:
+                yield v, safe_decode(v.path, self.spec)
+            return
+        self.start()
+        try:
+            while True:
+                self._fill()
+                if not self.pending:
+                    return
+                v, fut = self.pending.popleft()
+                try:
+                    res = fut.result()
+                except BrokenProcessPool:
+                    self.pool.shutdown(wait=False, cancel_futures=True)
+                    res = _isolated_decode(v.path, self.spec)
+                    self.pool = self._new()
+                    self.pending = deque((pv, self._submit(pv)) for pv, _ in self.pending)
+                yield v, res
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
+
+
 def iter_decoded(videos: Iterable[VideoFile], spec: DecodeSpec, workers: int, window: int,
                  threads: bool = False) -> Iterator[tuple[VideoFile, DecodedVideo | str]]:
-    """Decode ``videos`` in ``workers`` spawn processes (or threads, inside dask tasks), up to
-    ``window`` ahead, and yield ``(video, DecodedVideo or error message)`` in input order.
-    ``workers=0`` decodes here.  If a decoder process dies (a crashing decoder on a hostile
-    file), the video waited on is retried alone in a fresh process and the rest are resubmitted
-    to a fresh pool."""
-    if workers <= 0:
-        for v in videos:
-            yield v, safe_decode(v.path, spec)
-        return
-    new_pool = (lambda: ThreadPoolExecutor(workers, thread_name_prefix="decode")) if threads \
-        else (lambda: _new_pool(workers))
-    pool = new_pool()
-    pending: deque[tuple[VideoFile, Future]] = deque()
-    it = iter(videos)
-    exhausted = False
+    """Iterate a :class:`DecodeAhead` (the decoding starts at the first ``next``)."""
+    yield from DecodeAhead(videos, spec, workers, window, threads)
+
+
+def clip_input_size(model_name: str) -> int | None:
+    """The open_clip model's own input size from its JSON config file, found without importing
+    open_clip (and torch); None when there is no such file (then decoding waits for the model)."""
+    import importlib.util
+    import json
+
     try:
-        while True:
-            while not exhausted and len(pending) < window:
-                v = next(it, None)
-                if v is None:
-                    exhausted = True
-                    break
-                pending.append((v, pool.submit(safe_decode, v.path, spec)))
-            if not pending:
-                return
-            v, fut = pending.popleft()
-            try:
-                res = fut.result()
-            except BrokenProcessPool:
-                pool.shutdown(wait=False, cancel_futures=True)
-                res = _isolated_decode(v.path, spec)
-                pool = new_pool()
-                pending = deque((pv, pool.submit(safe_decode, pv.path, spec)) for pv, _ in pending)
-            yield v, res
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        found = importlib.util.find_spec("open_clip")
+        roots = list(found.submodule_search_locations or []) if found else []
+        for root in roots:
+            f = Path(root) / "model_configs" / f"{model_name.replace('/', '-')}.json"
+            if f.is_file():
+                size = json.loads(f.read_text(encoding="utf-8"))["vision_cfg"]["image_size"]
+                return int(size[0] if isinstance(size, (list, tuple)) else size)
+    except (ImportError, ValueError, KeyError, TypeError, OSError):
+        pass
+    return None
+
+
+def decode_window(cfg: ExtractConfig, workers: int) -> int:
+    """Videos decoded ahead: enough for every worker to hold two, plus one encoder batch."""
+    return 2 * max(workers, 1) + math.ceil(encoder_batch_size(cfg) / cfg.T)
+
+
+def startup_window(cfg: ExtractConfig, workers: int, image_size: int) -> int:
+    """Videos submitted before the encoders load: about 8 per worker (model loading takes
+    seconds; a 60-s video decodes in under one), within :data:`DECODE_AHEAD_BYTES` (or 1/8 of
+    the physical memory, if less) of decoded frames and patches."""
+    import os
+
+    per_video = int(cfg.T) * (int(image_size) ** 2 * 3 + 96 * 64 * 4)
+    budget = DECODE_AHEAD_BYTES
+    try:
+        budget = min(budget, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 8)
+    except (ValueError, OSError, AttributeError):
+        pass
+    base = decode_window(cfg, workers)
+    return max(base, min(base + 8 * max(workers, 1), budget // max(per_video, 1)))
 
 
 # ---- the in-process video runner -----------------------------------------------------------
@@ -394,10 +490,15 @@ class _ShardQueue:
 
 def run_videos_local(todo: Sequence[VideoFile], cfg: ExtractConfig, enc: Encoders, attrs: dict,
                      entry: Path, on_result: Callable[[ChunkResult], None],
-                     on_video: Callable[[VideoFile, str | None], None] = lambda v, e: None) -> None:
-    """Decode ahead in worker processes, encode batches across videos, write shards."""
-    spec = DecodeSpec.from_config(cfg, enc.clip.image_size)
-    window = 2 * max(cfg.workers, 1) + math.ceil(cfg.batch_size / cfg.T)
+                     on_video: Callable[[VideoFile, str | None], None] = lambda v, e: None,
+                     decoder: DecodeAhead | None = None) -> None:
+    """Decode ahead in worker processes, encode batches across videos, write shards.
+    ``decoder``: a :class:`DecodeAhead` over ``todo`` already started (else one is made)."""
+    if decoder is None:
+        spec = DecodeSpec.from_config(cfg, enc.clip.image_size)
+        workers = resolve_workers(cfg.workers)
+        decoder = DecodeAhead(todo, spec, workers, decode_window(cfg, workers))
+    batch = encoder_batch_size(cfg, enc.clip.device.type)
     writer = _ShardQueue(entry, attrs, on_result)
     waiting: list[tuple[VideoFile, DecodedVideo]] = []
     done: list[EncodedVideo] = []
@@ -418,18 +519,19 @@ def run_videos_local(todo: Sequence[VideoFile], cfg: ExtractConfig, enc: Encoder
             failures = []
 
     try:
-        for v, res in iter_decoded(todo, spec, cfg.workers, window):
+        for v, res in decoder:
             if isinstance(res, str):
                 failures.append((v.path, res))
                 on_video(v, res)
             else:
                 waiting.append((v, res))
-                if sum(len(d.frames) for _, d in waiting) >= cfg.batch_size:
+                if sum(len(d.frames) for _, d in waiting) >= batch:
                     encode_waiting()
                     flush()
         encode_waiting()
         flush(final=True)
     finally:
+        decoder.close()
         writer.close()
 
 
@@ -575,16 +677,7 @@ def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> E
         n_options = options_count(records) if records else \
             int(existing_attrs["n_options"]) if existing_attrs else 0
 
-        enc = get_encoders(cfg, audio=not cfg.questions_only)
-        attrs = store_attrs(cfg, enc, vocab, n_options)
-        if cfg.questions_only:
-            attrs["encoders"] = dict(attrs["encoders"], audio=existing_attrs["encoders"]["audio"])
-        if existing_attrs is not None:
-            _check_compatible(attrs, existing_attrs, entry)
-        summary.encoders = attrs["encoders"]
-        summary.random_weights = random_weight_names(attrs["encoders"])
-
-        # -- resume: what is already there -------------------------------------------------
+        # -- resume: what is already there (the store is changed only after the checks) ---------
         have: dict[str, tuple[int, float]] = {}
         if existing_attrs is not None:
             with FeatureStore(entry) as fs:
@@ -597,6 +690,34 @@ def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> E
                     continue
                 changed.append(v.video_id)
             todo.append(v)
+
+        # -- start decoding now, so it runs while the encoders load (torch, weights, CUDA) --------
+        decoder = None
+        if todo and not (cfg.scheduler or cfg.dask_workers):
+            size = cfg.image_size or clip_input_size(cfg.clip_model)
+            workers = resolve_workers(cfg.workers)
+            if size and workers > 0:
+                spec = DecodeSpec(int(cfg.T), float(cfg.fps), str(cfg.sampling), int(size))
+                decoder = DecodeAhead(todo, spec, workers, decode_window(cfg, workers),
+                                      startup_window=startup_window(cfg, workers, size)).start()
+        try:
+            from .encoders import get_encoders
+
+            enc = get_encoders(cfg, audio=not cfg.questions_only)
+            if decoder is not None and decoder.spec.image_size != enc.clip.image_size:
+                decoder.close()          # the model's input size was not the one looked up
+                decoder = None
+            attrs = store_attrs(cfg, enc, vocab, n_options)
+            if cfg.questions_only:
+                attrs["encoders"] = dict(attrs["encoders"], audio=existing_attrs["encoders"]["audio"])
+            if existing_attrs is not None:
+                _check_compatible(attrs, existing_attrs, entry)
+        except BaseException:
+            if decoder is not None:
+                decoder.close()
+            raise
+        summary.encoders = attrs["encoders"]
+        summary.random_weights = random_weight_names(attrs["encoders"])
         if changed:
             log.info("%d input videos changed since extraction; re-extracting them", len(changed))
             drop_videos(entry, changed)
@@ -609,12 +730,11 @@ def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> E
             summary.questions_added += r.questions
             summary.failures.extend(r.failures)
 
-        if rejected:
-            on_result(write_shard(entry, attrs, failures=rejected))
-
         bar = _Progress(progress, console)
         runner = None
         try:
+            if rejected:
+                on_result(write_shard(entry, attrs, failures=rejected))
             if cfg.scheduler or cfg.dask_workers:
                 from .distributed import DaskRunner
 
@@ -633,7 +753,8 @@ def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> E
                     runner.run_videos(todo, attrs, entry, on_chunk)
                 else:
                     run_videos_local(todo, cfg, enc, attrs, entry, on_result,
-                                     on_video=lambda v, e: bar.advance(e is not None))
+                                     on_video=lambda v, e: bar.advance(e is not None),
+                                     decoder=decoder)
                 bar.stop()
             if complete_shards(entry):
                 rebuild_index(entry)
@@ -665,6 +786,8 @@ def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> E
                     rebuild_index(entry)
         finally:
             bar.stop()
+            if decoder is not None:
+                decoder.close()
             if runner is not None:
                 runner.close()
         if entry.exists():

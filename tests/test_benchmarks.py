@@ -141,15 +141,24 @@ def test_extract_throughput_script(tmp_path):
                      "--json", str(js))
     table = load_table(js, out)
     rows = table["rows"]
-    assert [(r[0], r[1]) for r in rows[:2]] == [("ours (extract)", 0), ("ours (extract)", 1)]
-    assert rows[2][0].startswith("peer-style") and rows[2][5] == "1.00"
+    # the command a user types, with its defaults (no tuning option), as a subprocess
+    assert rows[0][0].startswith("ours, default command: python cli.py extract --videos DIR --out X")
+    assert "--workers" not in rows[0][0] and "--batch-size" not in rows[0][0]
+    assert [(r[0], r[1]) for r in rows[1:3]] == [("ours (extract)", 0), ("ours (extract)", 1)]
+    assert rows[3][0].startswith("peer-style") and rows[3][5] == "1.00"
     assert all(r[2] == 2 and float(r[4]) > 0 for r in rows)
+    assert table["default_extract_videos_per_s"] == pytest.approx(float(rows[0][4]), rel=1e-2)
+    assert table["peer_extract_videos_per_s"] == pytest.approx(float(rows[3][4]), rel=1e-2)
     meta = table["meta"]
     assert meta["videos_made_now"] == 2
     assert len(list(vids.rglob("*.mp4"))) == 2  # cached for the next run
     stages = {(r[0].split()[0], r[1]) for r in meta["stages"]["rows"]}
     assert {("ours", "decode"), ("ours", "CLIP"), ("ours", "VGGish"), ("ours", "write"),
             ("peer-style", "ffmpeg frames"), ("peer-style", "PIL + CLIP")} <= stages
+    # our decode stage next to decord alone on the same videos and frames
+    assert {("decord", "get_batch, same frames, native size, num_threads=1"),
+            ("decord", "AudioReader 16 kHz mono")} <= stages
+    assert meta["decode_vs_decord_bare"] > 0 and meta["worker_start_s"] > 0
     assert "Extraction: where the time goes" in out
 
 

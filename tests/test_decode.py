@@ -162,3 +162,59 @@ def test_discover_finds_videos_and_rejects_duplicate_stems(tmp_path):
     assert "one.mp4" in str(err.value) and "one.mkv" in str(err.value)
     with pytest.raises(DiscoveryError, match="not found"):
         discover_videos(tmp_path / "absent")
+
+
+# ---- decode workers: defaults, single-threaded, light, started early -------------------------
+
+
+def test_default_workers_follow_the_usable_cores():
+    import os
+
+    from extract.config import ExtractConfig
+    from extract.pipeline import resolve_workers
+
+    assert ExtractConfig().workers == -1                      # auto
+    assert resolve_workers(-1) == len(os.sched_getaffinity(0))
+    assert resolve_workers(0) == 0 and resolve_workers(3) == 3
+    with pytest.raises(ValueError, match="workers"):
+        ExtractConfig(workers=-2)
+
+
+def test_worker_processes_are_single_threaded_light_and_niced():
+    from extract.decode_worker import single_threaded_env, worker_facts
+    from extract.pipeline import DECODE_NICE, _new_pool
+
+    pool = _new_pool(1)
+    try:
+        with single_threaded_env():
+            facts = pool.submit(worker_facts).result()
+    finally:
+        pool.shutdown(wait=True)
+    assert set(facts["threads"].values()) == {"1"}
+    assert not facts["torch_imported"] and not facts["open_clip_imported"]
+    assert facts["nice"] >= DECODE_NICE
+
+
+def test_decoding_started_ahead_gives_the_same_results(vids):
+    from extract.discover import stat_video
+    from extract.pipeline import DecodeAhead
+
+    files = [stat_video(vids[k]) for k in ("av3", "bad", "mute", "tiny", "long")]
+    here = list(iter_decoded(files, spec(T=4), workers=0, window=2))
+    ahead = DecodeAhead(files, spec(T=4), workers=2, window=1, startup_window=5).start()
+    assert len(ahead.pending) == 5                            # all submitted before iterating
+    got = list(ahead)
+    assert [v.video_id for v, _ in got] == [v.video_id for v in files]
+    for (_, a), (_, b) in zip(here, got):
+        if isinstance(a, str):
+            assert isinstance(b, str) and "bad.mp4" in b
+        else:
+            assert np.array_equal(a.frames, b.frames) and np.array_equal(a.audio, b.audio)
+
+
+def test_clip_input_size_is_read_without_building_the_model():
+    from extract.pipeline import clip_input_size
+
+    assert clip_input_size("ViT-B-32") == 224
+    assert clip_input_size("ViT-B/32") == 224
+    assert clip_input_size("no-such-model") is None
