@@ -111,6 +111,7 @@ class ExtractSummary:
     random_weights: list[str] = field(default_factory=list)
     runner: str = "in-process"
     seconds: float = 0.0
+    phases: dict = field(default_factory=dict)   # seconds since the start, by milestone
 
     @property
     def ok(self) -> bool:
@@ -704,6 +705,7 @@ def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> E
             from .encoders import get_encoders
 
             enc = get_encoders(cfg, audio=not cfg.questions_only)
+            summary.phases["encoders ready"] = time.monotonic() - t0
             if decoder is not None and decoder.spec.image_size != enc.clip.image_size:
                 decoder.close()          # the model's input size was not the one looked up
                 decoder = None
@@ -756,6 +758,7 @@ def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> E
                                      on_video=lambda v, e: bar.advance(e is not None),
                                      decoder=decoder)
                 bar.stop()
+                summary.phases["videos done"] = time.monotonic() - t0
             if complete_shards(entry):
                 rebuild_index(entry)
 
@@ -819,7 +822,8 @@ def print_summary(summary: ExtractSummary, console: Any = None) -> None:
         ("shards written", summary.shards_written),
         ("store now holds", f"{summary.store_videos} videos, {summary.store_questions} questions"),
         ("runner", summary.runner),
-        ("seconds", f"{summary.seconds:.1f}"),
+        ("seconds", f"{summary.seconds:.1f}" + ("" if not summary.phases else " (" + ", ".join(
+            f"{k} at {v:.1f}" for k, v in summary.phases.items()) + ")")),
     ]
     for k, v in summary.encoders.items():
         rows.append((f"{k} encoder", f"{v.get('name')} weights={v.get('weights')}"))

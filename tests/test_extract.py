@@ -193,6 +193,7 @@ def test_cli_exit_status_with_and_without_strict(tmp_path):
     res = CliRunner().invoke(app, args, env=wide)
     assert res.exit_code == 0, res.output
     assert "broken.mp4" in res.output and "RANDOM WEIGHTS" in res.output
+    assert "encoders ready at" in res.output and "videos done at" in res.output  # where time went
     res = CliRunner().invoke(app, args + ["--strict"], env=wide)   # resume: ok.mp4 skipped
     assert res.exit_code == 1, res.output
     assert store_info(tmp_path / "f.h5")["videos"] == 1
