@@ -136,14 +136,17 @@ def test_train_command_runs_the_graph_step_and_resumes(store_path, tmp_path):
     assert all(np.isfinite(r["train_loss"]) and r["val_overall"] is not None for r in rows)
 
 
-@pytest.mark.parametrize("variant", ["shmamba", "euclidean", "fixed-curvature", "transformer",
-                                     "no-temporal", "concat-fusion", "per-modality-mamba"])
-def test_every_variant_runs_the_graph_step_and_graphed_predictions(data, variant):
+@pytest.mark.parametrize("variant,backend", [
+    ("shmamba", "auto"), ("euclidean", "auto"), ("fixed-curvature", "auto"), ("transformer", "auto"),
+    ("no-temporal", "auto"), ("concat-fusion", "auto"), ("per-modality-mamba", "auto"),
+    ("shmamba", "mambapy")])
+def test_every_variant_runs_the_graph_step_and_graphed_predictions(data, variant, backend):
     from model import VARIANTS
 
     assert variant in VARIANTS
     cfg = load_train_config(None, {"store": "x", "lr": 1e-3})
-    model = build_model(model_config_for(variant, {}, store_dims(data.store)), seed=0).to(DEV)
+    model = build_model(model_config_for(variant, {"backend": backend}, store_dims(data.store)),
+                        seed=0).to(DEV)
     opts = make_optimizers(model, cfg)
     scheds, _ = make_schedulers(opts, cfg, 100)
     step = GraphStep(model, opts, scheds, StepSettings(0.1, 1.0, 0.0), graph_autocast(DEV, "auto"),
