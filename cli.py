@@ -397,7 +397,7 @@ def eval_cmd(
     from rich.console import Console
     from rich.markdown import Markdown
 
-    from train import evaluate
+    from train import StoreMismatchWarning, evaluate
 
     console = Console()
     try:
@@ -409,7 +409,7 @@ def eval_cmd(
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
     for w in caught:
-        if "Store" in type(w.message).__name__:
+        if isinstance(w.message, StoreMismatchWarning):
             console.print(f"[yellow]warning:[/yellow] {w.message}", highlight=False)
     console.print(Markdown(report["table"] or "(no answered questions to score)"))
     for key, path in report["files"].items():

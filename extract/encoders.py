@@ -319,7 +319,3 @@ def get_encoders(cfg: Any, audio: bool = True) -> Encoders:
             _CACHE[key] = enc
         return enc
 
-
-def clear_encoder_cache() -> None:
-    with _CACHE_LOCK:
-        _CACHE.clear()
