@@ -54,7 +54,7 @@ from store.schema import AUDIO_DIM
 
 from .decode import DecodedVideo, DecodeSpec, decode_video, pad_to
 from .decode_worker import default_workers, init_worker, safe_decode, single_threaded_env
-from .discover import DiscoveryError, VideoFile, discover_videos
+from .discover import VIDEO_EXTENSIONS, DiscoveryError, VideoFile, discover_videos
 
 if TYPE_CHECKING:  # torch is imported only when the encoders are built (after decoding started)
     from .encoders import Encoders
@@ -675,6 +675,11 @@ def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> E
 
             vocab = vocabulary_for(cfg.dataset)
         summary.questions_found = len(records)
+        if not videos and not rejected and not records:
+            what = f"no videos ({', '.join(VIDEO_EXTENSIONS)}) under {cfg.videos}" \
+                if not cfg.questions_only else "no questions in the annotations"
+            raise ExtractError(f"nothing to extract: {what}" + ("" if cfg.questions_only else
+                               " and no annotation files; check the --videos folder"))
         n_options = options_count(records) if records else \
             int(existing_attrs["n_options"]) if existing_attrs else 0
 

@@ -218,3 +218,18 @@ def test_config_file_then_cli_overrides(tmp_path):
         load_extract_config(None, {"segmentz": 3})
     with pytest.raises(ConfigError, match="either scheduler or dask_workers"):
         load_extract_config(None, {"scheduler": "tcp://h:1", "dask_workers": 2})
+
+
+def test_nothing_to_extract_is_an_error_not_a_success(tmp_path):
+    """A folder without videos or annotations exits 2 with the reason and creates no store."""
+    from cli import app
+
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "notes.txt").write_text("no videos here")
+    res = CliRunner().invoke(app, ["extract", "--videos", str(tmp_path / "v"), "--out",
+                                   str(tmp_path / "f.h5"), "--clip-weights", "random",
+                                   "--vggish-weights", "random", "--device", "cpu", "--quiet"],
+                             env={"COLUMNS": "400"})
+    assert res.exit_code == 2, res.output
+    assert "nothing to extract: no videos" in res.output
+    assert not (tmp_path / "f.h5").exists()
