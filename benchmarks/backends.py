@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.batch < 1 or args.T < 1 or args.iters < 1:
         ap.error("--batch, --T and --iters must be >= 1")
 
-    from model import build_model, load_state, resolve_backend, variant_config
+    from model import build_model, variant_config
 
     device = pick_device(args.device)
     dev_name = device_name(device)

@@ -225,7 +225,7 @@ def time_ours(data, model_cfg, batch_size: int, device, args, sampler: str = "qu
         qa, vids, pairs = qa + q, vids + v, pairs + v * v
     sync(device)
     dt = time.perf_counter() - t
-    del model, run, opts, step_fn
+    del model, run, opts
     return {"seconds": dt, "qa": qa, "videos": vids, "video_pairs": pairs, "peak_gib": peak_gib(device)}
 
 

@@ -201,7 +201,6 @@ if triton is not None:
                 dx += dp * tl.sum(tl.where(kk[None, :] == K - 1 - j, W, 0.0), axis=1)
                 if j == 0:
                     gb += dp
-            x_t = tl.load(x_ptr + pb * sx_b + t * sx_t + offs, mask=m, other=0.0).to(tl.float32)
             tl.store(dx_ptr + base + t * DIM + offs, dx.to(dx_ptr.dtype.element_ty), mask=m)
             # dw[k] += dpre_t * x_{t-K+1+k}
             p = tl.load(pre_ptr + base + t * DIM + offs, mask=m, other=0.0).to(tl.float32)
