@@ -270,3 +270,16 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_latest_alone(gen, t
     # the failed run keeps its folder and log, but eval's default stays the good run
     assert (out / "bad" / "train.log").is_file()
     assert (out / "latest").resolve() == good.run_dir.resolve()
+
+
+@pytest.mark.parametrize("device,message", [("gpu", "unknown device 'gpu'"),
+                                            ("meta", "not supported")])
+def test_a_device_that_does_not_exist_is_a_user_error(gen, tmp_path, device, message):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    res = CliRunner().invoke(app, ["train", "--store", str(gen.path), "--out", str(tmp_path),
+                                   "--device", device, "--no-progress"], env={"COLUMNS": "400"})
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output
