@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from geoopt.manifolds.stereographic import math as pmath  # the slow reference only
 
 CURVATURE_MARGIN = 1e-5  # c = k0 * (m + (1 - 2m) * sigmoid): strictly inside (0, k0) in float32
+BALL_EPS = 4e-3  # geoopt's float32 projection margin: points stay within (1 - eps) / sqrt(c)
 
 
 def clip_tangent(u: torch.Tensor, radius: float) -> torch.Tensor:
@@ -42,9 +43,6 @@ def logmap0(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     x, sc = x.float(), _sqrt_c(c, x.dim())
     norm = x.norm(dim=-1, keepdim=True).clamp_min(1e-15)
     return x * (torch.atanh((sc * norm).clamp(max=1.0 - 1e-7)) / (sc * norm))
-
-
-BALL_EPS = 4e-3  # geoopt's float32 projection margin: points stay within (1 - eps) / sqrt(c)
 
 
 def pairwise_distance(anchor: torch.Tensor, other: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:

@@ -107,10 +107,8 @@ class SHMamba(nn.Module):
         The V videos should be distinct: the alignment loss treats the other videos of the batch
         as negatives (pass each video once and point questions at it with video_index).
         """
-        self._check_inputs(audio, visual, question, tokens, token_mask, video_index, options)
-        if video_mask is not None and (video_mask.shape != audio.shape[:1] or video_mask.dtype != torch.bool):
-            raise ValueError(f"SHMamba: video_mask must be bool of shape [{audio.shape[0]}], got "
-                             f"{video_mask.dtype} {tuple(video_mask.shape)}")
+        self._check_inputs(audio, visual, question, tokens, token_mask, video_index, options,
+                           video_mask)
         dtype = self.audio_enc.weight.dtype
 
         # per video
@@ -139,7 +137,8 @@ class SHMamba(nn.Module):
             logits = answer_logits
         return ModelOutput(logits=logits, align_loss=align_loss, curvature=curvature, extra=extra)
 
-    def _check_inputs(self, audio, visual, question, tokens, token_mask, video_index, options) -> None:
+    def _check_inputs(self, audio, visual, question, tokens, token_mask, video_index, options,
+                      video_mask=None) -> None:
         cfg = self.cfg
 
         def shape_error(name: str, want: str, t: torch.Tensor) -> ValueError:
@@ -182,6 +181,9 @@ class SHMamba(nn.Module):
             warnings.warn("SHMamba: tokens given but cfg.use_tokens is False: they are ignored",
                           stacklevel=3)
             self._warned_tokens = True
+        if video_mask is not None and (video_mask.shape != audio.shape[:1] or video_mask.dtype != torch.bool):
+            raise ValueError(f"SHMamba: video_mask must be bool of shape [{V}], got "
+                             f"{video_mask.dtype} {tuple(video_mask.shape)}")
         if options is not None:
             if self.option_enc is None:
                 raise ValueError("SHMamba: options given but cfg.n_options is 0 (no option scoring head)")

@@ -1,8 +1,8 @@
 """The Mamba block with three interchangeable backends, and the pre-norm residual layer around it.
 
 * ``triton``: our block (:class:`TritonMambaBlock`): the projections in PyTorch, the causal
-  depthwise convolution as shifted multiply-adds, and the selective scan as a Triton kernel
-  (:mod:`model.scan`); CUDA only.
+  depthwise convolution + SiLU and the selective scan as Triton kernels (:mod:`model.scan`);
+  CUDA only.
 * ``mamba-ssm``: ``mamba_ssm.Mamba`` (fused CUDA selective scan); needs CUDA and the package.
 * ``mambapy``: ``mambapy.mamba.MambaBlock`` (pure PyTorch, parallel scan); runs anywhere.
 
@@ -52,11 +52,11 @@ def resolve_backend(requested: str = "auto", d_state: int = 16, d_conv: int = 4)
         raise RuntimeError(f"backend {requested!r} requested but CUDA is not available "
                            "(use backend='mambapy' or 'auto')")
     pow2 = all(v > 0 and v & (v - 1) == 0 for v in (d_state, d_conv))  # Triton block widths
+    no_triton = None if scan.available() and pow2 else "triton is not installed" \
+        if not scan.available() else f"d_state = {d_state} or d_conv = {d_conv} is not a power of two"
     if requested == "triton":
-        if not scan.available() or not pow2:
-            raise RuntimeError("backend 'triton' requested but " + (
-                "triton is not installed" if not scan.available() else
-                f"d_state = {d_state} or d_conv = {d_conv} is not a power of two"))
+        if no_triton is not None:
+            raise RuntimeError(f"backend 'triton' requested but {no_triton}")
         return "triton", "requested"
     error = _mamba_ssm_import_error() if has_cuda else None
     if requested == "mamba-ssm":
@@ -66,12 +66,11 @@ def resolve_backend(requested: str = "auto", d_state: int = 16, d_conv: int = 4)
         return "mamba-ssm", "requested"
     if not has_cuda:
         return "mambapy", "auto: CUDA not available"
-    if scan.available() and pow2:
+    if no_triton is None:
         return "triton", "auto: CUDA and triton available"
     if error is not None:
-        return "mambapy", f"auto: no triton scan ({'not installed' if pow2 else 'd_state or d_conv not a power of two'}) and mamba_ssm not importable ({error})"
-    return "mamba-ssm", f"auto: CUDA and mamba_ssm available (no triton scan: {'not installed' if pow2 else 'd_state or d_conv not a power of two'})"
-
+        return "mambapy", f"auto: no triton scan ({no_triton}) and mamba_ssm not importable ({error})"
+    return "mamba-ssm", f"auto: CUDA and mamba_ssm available (no triton scan: {no_triton})"
 
 class TritonMambaBlock(MambaBlock):
     """mambapy's block (its parameters and initialisation) with a channels-last forward whose

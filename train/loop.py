@@ -35,7 +35,8 @@ from .runs import (CONFIG_FILE, STORE_FILE, RunError, append_metrics, close_logg
                    read_json, resolve_run_dir, run_logger, set_latest, truncate_metrics,
                    write_json_atomic)
 from .scoring import score
-from .step import EagerStep, GraphStep, StepSettings, graph_autocast, pack_plans, plans_shape
+from .step import (EagerStep, GraphStep, StepSettings, graph_autocast, graphs_possible, pack_plans,
+                   plans_shape)
 
 
 @dataclass
@@ -176,7 +177,7 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self._validation_setup()
         self.predictor = Predictor(self.model, self.data, cfg.eval_batch_size, cfg.amp, ctx,
-                                   graphs=self._graphs_possible()[0] and cfg.cuda_graph)
+                                   graphs=graphs_possible(self.data, ctx)[0] and cfg.cuda_graph)
 
     # -- set-up ------------------------------------------------------------------------------------
 
@@ -212,17 +213,8 @@ class Trainer:
                            "(set val_split to another split, or '' for none)")
         self.vocab = store_vocabulary(self.store.attrs)
 
-    def _graphs_possible(self) -> tuple[bool, str]:
-        if self.ctx.device.type != "cuda":
-            return False, "not on CUDA"
-        if self.ctx.distributed:
-            return False, "DDP"
-        if not self.data.fully_resident:
-            return False, "data streamed from HDF5"
-        return True, "one CUDA device, resident data"
-
     def _make_step(self):
-        cfg, ok = self.cfg, self._graphs_possible()
+        cfg, ok = self.cfg, graphs_possible(self.data, self.ctx)
         settings = StepSettings(float(cfg.align_weight), float(cfg.grad_clip), float(cfg.label_smoothing))
         autocast = graph_autocast(self.ctx.device, cfg.amp)
         if cfg.cuda_graph and ok[0]:

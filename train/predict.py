@@ -15,7 +15,8 @@ import torch
 
 from .data import StoreData
 from .distributed import DistContext, all_gather_cat, rank_slice
-from .step import StaticShape, forward, gather_static, graph_autocast, pack_plans, plans_shape
+from .step import (StaticShape, forward, gather_static, graph_autocast, graphs_possible,
+                   pack_plans, plans_shape)
 
 
 @dataclass
@@ -74,9 +75,7 @@ class Predictor:
     def __init__(self, model: torch.nn.Module, data: StoreData, batch_size: int, amp: str = "auto",
                  ctx: DistContext | None = None, graphs: bool | None = None):
         self.model, self.data, self.batch_size, self.amp, self.ctx = model, data, batch_size, amp, ctx
-        distributed = ctx is not None and ctx.distributed
-        self.graphs = (data.device.type == "cuda" and data.fully_resident and not distributed) \
-            if graphs is None else graphs
+        self.graphs = graphs_possible(data, ctx)[0] if graphs is None else graphs
         self._runners: dict[str, GraphForward] = {}
 
     @torch.no_grad()

@@ -4,7 +4,8 @@
   backward, grad clipping, the optimizers and the LR schedule.  Any device, DDP, streamed data.
 * :class:`GraphStep` captures forward, loss, backward and clipping of a *static-shape* batch in a
   CUDA graph and replays it; the fused AdamW step and the schedule run after each replay.  A
-  batch is padded to ``batch_size`` questions and ``batch_size`` videos (:func:`pack_plans`);
+  batch is padded to ``batch_size`` questions and to the most distinct videos of any batch of
+  the epoch, rounded up to 8 (:func:`plans_shape`, :func:`pack_plans`);
   padded questions have no answer and padded videos are masked out of the alignment loss, so the
   step computes what the eager step computes on the unpadded batch.  Single process, CUDA,
   resident data.  The first ``warmup`` steps run eagerly (real steps, as the reference does),
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import Batch, StoreData
-
+from .distributed import DistContext
 
 
 @dataclass
@@ -211,6 +212,17 @@ class GraphStep:
             self._fwd_bwd()
         torch.cuda.current_stream().wait_stream(self.stream)
         self.graph = graph
+
+
+def graphs_possible(data: StoreData, ctx: DistContext | None = None) -> tuple[bool, str]:
+    """Whether CUDA graphs can replay steps and predictions here, and why (not)."""
+    if data.device.type != "cuda":
+        return False, "not on CUDA"
+    if ctx is not None and ctx.distributed:
+        return False, "DDP"
+    if not data.fully_resident:
+        return False, "data streamed from HDF5"
+    return True, "one CUDA device, resident data"
 
 
 def graph_autocast(device: torch.device, amp: str) -> Callable:
