@@ -13,7 +13,6 @@ importable.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -23,7 +22,8 @@ from .config import ExtractConfig, encoder_batch_size
 from .decode import DecodeSpec
 from .discover import VideoFile
 from .encoders import get_encoders
-from .pipeline import (ChunkResult, encode_questions, encode_videos, iter_decoded, write_shard)
+from .pipeline import (ChunkResult, decode_window, encode_questions, encode_videos, iter_decoded,
+                       write_shard)
 
 
 #: decode threads inside one dask task when ``workers`` is -1 (auto): a dask worker's cores are
@@ -39,7 +39,7 @@ def process_video_chunk(chunk: Sequence[VideoFile], cfg_dict: dict, attrs: dict,
     spec = DecodeSpec.from_config(cfg, enc.clip.image_size)
     threads = cfg.workers if cfg.workers >= 0 else DASK_DECODE_THREADS
     batch = encoder_batch_size(cfg, enc.clip.device.type)
-    window = 2 * max(threads, 1) + math.ceil(batch / cfg.T)
+    window = decode_window(cfg, threads, enc.clip.device.type)
     encoded, waiting, failures = [], [], []
     for v, res in iter_decoded(chunk, spec, threads, window, threads=True):
         if isinstance(res, str):

@@ -440,9 +440,10 @@ def clip_input_size(model_name: str) -> int | None:
     return None
 
 
-def decode_window(cfg: ExtractConfig, workers: int) -> int:
-    """Videos decoded ahead: enough for every worker to hold two, plus one encoder batch."""
-    return 2 * max(workers, 1) + math.ceil(encoder_batch_size(cfg) / cfg.T)
+def decode_window(cfg: ExtractConfig, workers: int, device_type: str | None = None) -> int:
+    """Videos decoded ahead: enough for every worker to hold two, plus one encoder batch (on
+    ``device_type``, when it is known)."""
+    return 2 * max(workers, 1) + math.ceil(encoder_batch_size(cfg, device_type) / cfg.T)
 
 
 def startup_window(cfg: ExtractConfig, workers: int, image_size: int) -> int:
