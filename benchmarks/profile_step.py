@@ -11,36 +11,22 @@ from __future__ import annotations
 import argparse
 import time
 from collections import defaultdict
+from types import SimpleNamespace
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 from common import device_name, pick_device, print_table, sync  # noqa: E402  (adds repo to path)
-from train_throughput import batch_index_lists, model_config_for_store  # noqa: E402
+from train_throughput import batch_index_lists, model_config_for_store, our_step  # noqa: E402
 
 
 def build(data, model_cfg, device, args, graph: bool):
-    from model import build_model
-    from train.config import TrainConfig
-    from train.optim import make_optimizers
-    from train.step import EagerStep, GraphStep, StepSettings, graph_autocast, pack_plans, plans_shape
-
-    model = build_model(model_cfg, seed=0).to(device).train()
-    opts = make_optimizers(model, TrainConfig(lr=1e-4))
-    scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: 1.0) for o in opts]
-    settings, autocast = StepSettings(0.1, 1.0, 0.0), graph_autocast(device, "auto")
-    n = 2 * args.steps + 8
-    idx = batch_index_lists(data, "train", args.batch_size, n, 0, args.sampler)
-    scales = torch.tensor([(1.0 / len(i), 1.0) for i in idx], dtype=torch.float32, device=device)
-    if graph:
-        step = GraphStep(model, opts, scheds, settings, autocast, data, "train")
-        plans_np = [data.plan("train", i) for i in idx]
-        plans = torch.from_numpy(pack_plans(plans_np, step.prepare(
-            plans_shape(plans_np, args.batch_size)))).to(device)
-        return lambda k: step(plans[k], scales[k])
-    step = EagerStep(model, model, opts, scheds, settings, autocast, device)
-    batches = data.batches("train", idx)
-    return lambda k: step(next(batches), float(scales[k, 0]), 1.0)
+    """``step(k)`` of the training step, as the training benchmark builds it (lr 1e-4, alignment
+    weight 0.1, clipping 1.0, bf16 autocast on CUDA)."""
+    settings = SimpleNamespace(lr=1e-4, align_weight=0.1, grad_clip=1.0, amp="auto", split="train",
+                               compile=False)
+    idx = batch_index_lists(data, "train", args.batch_size, 2 * args.steps + 8, 0, args.sampler)
+    return our_step(data, model_cfg, device, settings, idx, graph)
 
 
 def measure(call, device, args) -> tuple[float, dict]:

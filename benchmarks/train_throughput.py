@@ -181,19 +181,16 @@ def new_model(model_cfg, device, args):
     return model, run, opts
 
 
-def time_ours(data, model_cfg, batch_size: int, device, args, sampler: str = "question",
-              graph: bool = False) -> dict:
-    """QA/s and videos per question of the training step ``train.loop`` runs (``train.step``):
-    the eager step, or (``graph``) the CUDA-graph step; the capture is not timed."""
+def our_step(data, model_cfg, device, args, idx: list, graph: bool = False):
+    """A fresh model and the training step ``train.loop`` runs (``train.step``: the eager step,
+    or with ``graph`` the CUDA-graph step) over the batches ``idx``; returns ``step(k)`` that
+    runs batch k and returns (questions, distinct videos) of it."""
     from train.step import EagerStep, GraphStep, StepSettings, pack_plans, plans_shape
 
-    reset_peak(device)
     model, run, opts = new_model(model_cfg, device, args)
     scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: 1.0) for o in opts]
     settings = StepSettings(args.align_weight, args.grad_clip, 0.0)
     autocast = amp_ctx(device, args.amp)
-    warmup = max(args.warmup, 4) if graph else args.warmup  # GraphStep: 3 eager steps, capture
-    idx = batch_index_lists(data, args.split, batch_size, warmup + args.steps, args.seed, sampler)
     answers = data.splits[args.split].answer
     scales = [(1.0 / max(1, int((answers[i] >= 0).sum())), 1.0) for i in idx]
     if graph:
@@ -207,14 +204,25 @@ def time_ours(data, model_cfg, batch_size: int, device, args, sampler: str = "qu
         def step(k):
             step_fn(plans[k], dev_scales[k])
             return len(idx[k]), int(n_videos[k])
-    else:
-        step_fn = EagerStep(model, run, opts, scheds, settings, autocast, device)
-        batches = data.batches(args.split, idx)
+        return step
+    step_fn = EagerStep(model, run, opts, scheds, settings, autocast, device)
+    batches = data.batches(args.split, idx)
 
-        def step(k):
-            b = next(batches)
-            step_fn(b, *scales[k])
-            return len(b), len(b.audio)
+    def step(k):
+        b = next(batches)
+        step_fn(b, *scales[k])
+        return len(b), len(b.audio)
+    return step
+
+
+def time_ours(data, model_cfg, batch_size: int, device, args, sampler: str = "question",
+              graph: bool = False) -> dict:
+    """QA/s and videos per question of :func:`our_step` at one batch size; the capture of the
+    graph step is not timed."""
+    reset_peak(device)
+    warmup = max(args.warmup, 4) if graph else args.warmup  # GraphStep: 3 eager steps, capture
+    idx = batch_index_lists(data, args.split, batch_size, warmup + args.steps, args.seed, sampler)
+    step = our_step(data, model_cfg, device, args, idx, graph)
     for k in range(warmup):
         step(k)
     sync(device)
@@ -225,7 +233,7 @@ def time_ours(data, model_cfg, batch_size: int, device, args, sampler: str = "qu
         qa, vids, pairs = qa + q, vids + v, pairs + v * v
     sync(device)
     dt = time.perf_counter() - t
-    del model, run, opts
+    del step
     return {"seconds": dt, "qa": qa, "videos": vids, "video_pairs": pairs, "peak_gib": peak_gib(device)}
 
 
