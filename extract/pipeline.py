@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing as mp
+import shutil
 import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -53,7 +54,8 @@ from .config import ExtractConfig, encoder_batch_size
 from store.schema import AUDIO_DIM
 
 from .decode import DecodedVideo, DecodeSpec, decode_video, pad_to
-from .decode_worker import default_workers, init_worker, safe_decode, single_threaded_env
+from .decode_worker import (Handoff, decode_to_file, default_workers, handoff_folder, init_worker,
+                            read_handoff, safe_decode, single_threaded_env)
 from .discover import VIDEO_EXTENSIONS, DiscoveryError, VideoFile, discover_videos
 
 if TYPE_CHECKING:  # torch is imported only when the encoders are built (after decoding started)
@@ -360,17 +362,20 @@ class DecodeAhead:
         self.exhausted = False
         self.pool: Any = None
         self.pending: deque[tuple[VideoFile, Future]] = deque()
+        self.folder: str | None = None  # hand-off files of the worker processes
 
     def _new(self) -> Any:
         if self.threads:
             return ThreadPoolExecutor(self.workers, thread_name_prefix="decode")
+        if self.folder is None:
+            self.folder = handoff_folder(self.startup_window * video_bytes(self.spec))
         return _new_pool(self.workers)
 
     def _submit(self, v: VideoFile) -> Future:
         if self.threads:
             return self.pool.submit(safe_decode, v.path, self.spec)
         with single_threaded_env():   # worker processes are spawned on submit: env inherited
-            return self.pool.submit(safe_decode, v.path, self.spec)
+            return self.pool.submit(decode_to_file, v.path, self.spec, self.folder)
 
     def _fill(self, window: int | None = None) -> None:
         while not self.exhausted and len(self.pending) < (window or self.window):
@@ -405,7 +410,7 @@ class DecodeAhead:
                     res = _isolated_decode(v.path, self.spec)
                     self.pool = self._new()
                     self.pending = deque((pv, self._submit(pv)) for pv, _ in self.pending)
-                yield v, res
+                yield v, read_handoff(res) if isinstance(res, Handoff) else res
         finally:
             self.close()
 
@@ -413,6 +418,9 @@ class DecodeAhead:
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
             self.pool = None
+        if self.folder is not None:  # files of videos decoded but not consumed go with it
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
 
 
 def iter_decoded(videos: Iterable[VideoFile], spec: DecodeSpec, workers: int, window: int,
@@ -446,13 +454,18 @@ def decode_window(cfg: ExtractConfig, workers: int, device_type: str | None = No
     return 2 * max(workers, 1) + math.ceil(encoder_batch_size(cfg, device_type) / cfg.T)
 
 
+def video_bytes(spec: DecodeSpec) -> int:
+    """Bytes of one decoded video (frames and log-mel patches)."""
+    return int(spec.T) * (int(spec.image_size) ** 2 * 3 + 96 * 64 * 4)
+
+
 def startup_window(cfg: ExtractConfig, workers: int, image_size: int) -> int:
     """Videos submitted before the encoders load: about 8 per worker (model loading takes
     seconds; a 60-s video decodes in under one), within :data:`DECODE_AHEAD_BYTES` (or 1/8 of
     the physical memory, if less) of decoded frames and patches."""
     import os
 
-    per_video = int(cfg.T) * (int(image_size) ** 2 * 3 + 96 * 64 * 4)
+    per_video = video_bytes(DecodeSpec(int(cfg.T), image_size=int(image_size)))
     budget = DECODE_AHEAD_BYTES
     try:
         budget = min(budget, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 8)

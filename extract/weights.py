@@ -22,8 +22,10 @@ import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch loads lazily: `extract` starts its decode workers before importing it
+    import torch
 
 VGGISH_URL = ("https://github.com/harritaylor/torchvggish/releases/download/v0.1/"
               "vggish-10086976.pth")
@@ -219,6 +221,8 @@ def resolve_clip_weights(model_name: str, spec: str, seed: int = 0) -> ResolvedW
 
 def _hub_file(url: str, what: str, flag: str) -> ResolvedWeights:
     """A torch-hub release file: from the hub cache, downloaded when online, else fail now."""
+    import torch
+
     local = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
     if not os.path.isfile(local):
         if not network_available(url.split("/")[2]):
@@ -256,9 +260,11 @@ def resolve_vggish_pca(spec: str) -> ResolvedWeights:
     return found
 
 
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+def load_state_dict_file(path: str | Path) -> "dict[str, torch.Tensor]":
     """A state_dict from ``.safetensors`` or a torch file (``weights_only``); a top-level
     ``state_dict``/``model`` entry and a ``module.`` prefix are unwrapped."""
+    import torch
+
     path = str(path)
     try:
         if path.endswith(".safetensors"):
@@ -279,8 +285,10 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def save_weights(model: torch.nn.Module, path: str | Path) -> Path:
+def save_weights(model: "torch.nn.Module", path: str | Path) -> Path:
     """Save ``model.state_dict()`` to ``path`` (safetensors for ``.safetensors``, else torch)."""
+    import torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}

@@ -1,6 +1,8 @@
 """decode_video on real mp4 files: segment choice, padding, truncate/uniform, audio, failures."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from torchvggish.vggish_input import waveform_to_examples
@@ -203,13 +205,48 @@ def test_decoding_started_ahead_gives_the_same_results(vids):
     here = list(iter_decoded(files, spec(T=4), workers=0, window=2))
     ahead = DecodeAhead(files, spec(T=4), workers=2, window=1, startup_window=5).start()
     assert len(ahead.pending) == 5                            # all submitted before iterating
+    folder = Path(ahead.folder)
     got = list(ahead)
+    assert not folder.exists()                                # hand-off files removed with it
     assert [v.video_id for v, _ in got] == [v.video_id for v in files]
     for (_, a), (_, b) in zip(here, got):
         if isinstance(a, str):
             assert isinstance(b, str) and "bad.mp4" in b
         else:
             assert np.array_equal(a.frames, b.frames) and np.array_equal(a.audio, b.audio)
+
+
+def test_handoff_files_round_trip_and_fall_back_to_the_pipe(vids, tmp_path):
+    from extract.decode_worker import Handoff, decode_to_file, read_handoff
+
+    direct = decode_video(vids["av3"], spec(T=4))
+    h = decode_to_file(str(vids["av3"]), spec(T=4), str(tmp_path))
+    assert isinstance(h, Handoff) and Path(h.file).parent == tmp_path
+    back = read_handoff(h)
+    assert not Path(h.file).exists()                          # consumed once
+    assert np.array_equal(back.frames, direct.frames) and np.array_equal(back.audio, direct.audio)
+    assert (back.n_segments, back.audio_present, back.duration) == \
+        (direct.n_segments, direct.audio_present, direct.duration)
+    gone = tmp_path / "gone"                                  # folder removed: arrays come inline
+    inline = decode_to_file(str(vids["av3"]), spec(T=4), str(gone))
+    assert np.array_equal(inline.frames, direct.frames)
+    assert isinstance(decode_to_file(str(vids["bad"]), spec(T=4), str(tmp_path)), str)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_extract_command_starts_without_torch():
+    """Decode workers start before torch is imported (it takes seconds): the CLI and everything
+    extract() runs before the encoders are built stay torch-free."""
+    import subprocess
+    import sys
+
+    code = ("import sys, cli, store, store.layout\n"
+            "from extract.pipeline import extract, DecodeAhead\n"
+            "from extract.weights import WeightsError\n"
+            "from extract.annotations import vocabulary_for\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_clip_input_size_is_read_without_building_the_model():
