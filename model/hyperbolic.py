@@ -46,8 +46,9 @@ def logmap0(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 
 
 def pairwise_distance(anchor: torch.Tensor, other: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
-    """Distances [V, V] between tangent vectors anchor_i and other_j [V, d]: hyperbolic in the
-    ball of curvature -c_i (row i uses the anchor's curvature), or 2 * Euclidean when c is None.
+    """Distances [..., V, V] between tangent vectors anchor_i and other_j [..., V, d] (any leading
+    dims, e.g. both directions of the alignment loss in one pass): hyperbolic in the ball of
+    curvature -c_i (row i uses the anchor's curvature, c [V]), or 2 * Euclidean when c is None.
 
     Fast path, O(V^2 + V^2 d) in one matrix product instead of [V, V, d] intermediates (25 GiB
     at V = 1254 with the broadcast geoopt form).  expmap0 only rescales a vector:
@@ -58,17 +59,18 @@ def pairwise_distance(anchor: torch.Tensor, other: torch.Tensor, c: torch.Tensor
     ``pairwise_distance_reference`` is the same with geoopt, broadcast; tests check they agree.
     """
     a, o = anchor.double(), other.double()
-    na, no = a.norm(dim=-1).clamp_min(1e-15), o.norm(dim=-1).clamp_min(1e-15)
-    dot = a @ o.T                                                   # [V, V]
+    na = a.norm(dim=-1).clamp_min(1e-15)[..., :, None]             # [..., V, 1]
+    no = o.norm(dim=-1).clamp_min(1e-15)[..., None, :]             # [..., 1, V]
+    dot = a @ o.transpose(-1, -2)                                   # [..., V, V]
     if c is None:
-        sq = (na[:, None] ** 2 + no[None, :] ** 2 - 2.0 * dot).clamp_min(1e-12)
+        sq = (na ** 2 + no ** 2 - 2.0 * dot).clamp_min(1e-12)
         return (2.0 * sq.sqrt()).float()
     c = c.double()[:, None]                                         # [V, 1]: row curvature
     sc = c.sqrt()
     rmax = (1.0 - BALL_EPS) / sc
-    rx = torch.minimum(torch.tanh(sc * na[:, None]) / sc, rmax)     # |x_i|      [V, 1]
-    ry = torch.minimum(torch.tanh(sc * no[None, :]) / sc, rmax)     # |y_j| in c_i [V, V]
-    xy = rx * ry * dot / (na[:, None] * no[None, :])                # <x_i, y_j>
+    rx = torch.minimum(torch.tanh(sc * na) / sc, rmax)              # |x_i|      [..., V, 1]
+    ry = torch.minimum(torch.tanh(sc * no) / sc, rmax)              # |y_j| in c_i [..., V, V]
+    xy = rx * ry * dot / (na * no)                                  # <x_i, y_j>
     x2, y2 = rx * rx, ry * ry
     # (-x) (+) y with k = -c: num = A * (-x) + B * y, den = 1 - 2c<x,y> + c^2 |x|^2 |y|^2
     A = 1.0 - 2.0 * c * xy + c * y2
@@ -101,15 +103,16 @@ def alignment_loss(audio: torch.Tensor, visual: torch.Tensor, c: torch.Tensor | 
     ``c`` [V]: per-video curvature (hyperbolic), or None (Euclidean).  ``mask`` [V] bool: only
     these videos take part (padding rows of a static-shape batch do not).  A float32 scalar.
     """
-    target = torch.arange(audio.shape[0], device=audio.device)
-    a2v = -pairwise_distance(audio, visual, c) / temperature
-    v2a = -pairwise_distance(visual, audio, c) / temperature
+    V = audio.shape[0]
+    target = torch.arange(V, device=audio.device).repeat(2)
+    # audio->visual and visual->audio rows in one pass: [2, V, V] -> [2V, V]
+    logits = -pairwise_distance(torch.stack([audio, visual]), torch.stack([visual, audio]), c)
+    logits = (logits / temperature).reshape(2 * V, V)
     if mask is None:
-        return 0.5 * (F.cross_entropy(a2v, target) + F.cross_entropy(v2a, target))
-    keep = mask.to(a2v.dtype)
-    a2v, v2a = (x.masked_fill(~mask[None, :], -1e9) for x in (a2v, v2a))
-    per_row = F.cross_entropy(a2v, target, reduction="none") + F.cross_entropy(v2a, target, reduction="none")
-    return 0.5 * (per_row * keep).sum() / keep.sum().clamp_min(1.0)
+        return F.cross_entropy(logits, target)
+    keep = mask.to(logits.dtype).repeat(2)
+    per_row = F.cross_entropy(logits.masked_fill(~mask[None, :], -1e9), target, reduction="none")
+    return (per_row * keep).sum() / keep.sum().clamp_min(1.0)
 
 
 class CurvatureHead(nn.Module):

@@ -9,9 +9,9 @@ delta_bias [d].  Per channel c and state n:
 
 One Triton program runs the recurrence of one sequence over a block of channels, all states in
 registers, so dB and dC sum over channels inside the program (mamba-ssm's CUDA kernel sums them
-with atomics across every channel, which dominates its backward at T = 60).  The backward
-recomputes the states (checkpoints every CHUNK steps, then one chunk at a time) and runs the
-recurrence in reverse.  Why: docs/TRAINING.md.
+with atomics across every channel, which dominates its backward at T = 60).  The forward keeps
+the state every CHUNK steps; the backward recomputes one chunk at a time from those checkpoints
+and runs the recurrence in reverse.  Why: docs/TRAINING.md.
 """
 from __future__ import annotations
 
@@ -57,35 +57,52 @@ if triton is not None:
                if b * 16 >= 32 * w]
 
     @triton.jit
-    def _scan_fwd(u_ptr, dl_ptr, z_ptr, b_ptr, c_ptr, a_ptr, d_ptr, bias_ptr, y_ptr, L, DIM,
+    def _load_step(u_ptr, dl_ptr, b_ptr, pb, t, ok, offs, m, n, su_b, su_t, sdl_b, sdl_t, sb_b, sb_t):
+        """u_t, delta_t (raw) and B_t in float32; zeros where ``ok`` is false (past either end)."""
+        u = tl.load(u_ptr + pb * su_b + t * su_t + offs, mask=m & ok, other=0.0).to(tl.float32)
+        dl = tl.load(dl_ptr + pb * sdl_b + t * sdl_t + offs, mask=m & ok, other=0.0).to(tl.float32)
+        Bt = tl.load(b_ptr + pb * sb_b + t * sb_t + n, mask=(n >= 0) & ok, other=0.0).to(tl.float32)
+        return u, dl, Bt
+
+    @triton.jit
+    def _load_out(z_ptr, c_ptr, pb, t, ok, offs, m, n, sz_b, sz_t, sc_b, sc_t):
+        z = tl.load(z_ptr + pb * sz_b + t * sz_t + offs, mask=m & ok, other=0.0).to(tl.float32)
+        Ct = tl.load(c_ptr + pb * sc_b + t * sc_t + n, mask=(n >= 0) & ok, other=0.0).to(tl.float32)
+        return z, Ct
+
+    # Each loop loads the next step's inputs before it computes the current one (software
+    # prefetch): the recurrence is latency-bound, not bandwidth-bound, at T = 60.
+
+    @triton.jit
+    def _scan_fwd(u_ptr, dl_ptr, z_ptr, b_ptr, c_ptr, a_ptr, d_ptr, bias_ptr, y_ptr, ck_ptr, L, DIM,
                   su_b, su_t, sdl_b, sdl_t, sz_b, sz_t, sb_b, sb_t, sc_b, sc_t,
-                  N: tl.constexpr, BLOCK: tl.constexpr):
+                  N: tl.constexpr, CH: tl.constexpr, SAVE: tl.constexpr, BLOCK: tl.constexpr):
         pb, pd = tl.program_id(0).to(tl.int64), tl.program_id(1)
         offs = pd * BLOCK + tl.arange(0, BLOCK)
         m = offs < DIM
         n = tl.arange(0, N)
-        A = tl.load(a_ptr + offs[:, None] * N + n[None, :], mask=m[:, None], other=0.0)
+        m2 = m[:, None]
+        A = tl.load(a_ptr + offs[:, None] * N + n[None, :], mask=m2, other=0.0)
         Dv = tl.load(d_ptr + offs, mask=m, other=0.0)
         bias = tl.load(bias_ptr + offs, mask=m, other=0.0)
+        # checkpoints for the backward: the state before each chunk of CH steps
+        ck = ck_ptr + (pb * tl.cdiv(L, CH) * DIM) * N + offs[:, None] * N + n[None, :]
         h = tl.zeros((BLOCK, N), dtype=tl.float32)
+        u, dl, Bt = _load_step(u_ptr, dl_ptr, b_ptr, pb, 0, L > 0, offs, m, n, su_b, su_t, sdl_b, sdl_t, sb_b, sb_t)
+        z, Ct = _load_out(z_ptr, c_ptr, pb, 0, L > 0, offs, m, n, sz_b, sz_t, sc_b, sc_t)
         for t in range(L):
-            u = tl.load(u_ptr + pb * su_b + t * su_t + offs, mask=m, other=0.0).to(tl.float32)
-            dt = _softplus(tl.load(dl_ptr + pb * sdl_b + t * sdl_t + offs, mask=m, other=0.0).to(tl.float32) + bias)
-            z = tl.load(z_ptr + pb * sz_b + t * sz_t + offs, mask=m, other=0.0).to(tl.float32)
-            Bt = tl.load(b_ptr + pb * sb_b + t * sb_t + n).to(tl.float32)
-            Ct = tl.load(c_ptr + pb * sc_b + t * sc_t + n).to(tl.float32)
+            if SAVE:
+                tl.store(ck + (t // CH) * DIM * N, h, mask=m2 & (t % CH == 0))
+            ok = t + 1 < L
+            u2, dl2, B2 = _load_step(u_ptr, dl_ptr, b_ptr, pb, t + 1, ok, offs, m, n, su_b, su_t,
+                                     sdl_b, sdl_t, sb_b, sb_t)
+            z2, C2 = _load_out(z_ptr, c_ptr, pb, t + 1, ok, offs, m, n, sz_b, sz_t, sc_b, sc_t)
+            dt = _softplus(dl + bias)
             h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
             y = tl.sum(h * Ct[None, :], axis=1) + Dv * u
             y = y * z * tl.sigmoid(z)
             tl.store(y_ptr + pb * L * DIM + t * DIM + offs, y.to(y_ptr.dtype.element_ty), mask=m)
-
-    @triton.jit
-    def _scan_state(h, A, bias, u_ptr, dl_ptr, b_ptr, pb, t, offs, m, n, su_b, su_t, sdl_b, sdl_t,
-                    sb_b, sb_t):
-        u = tl.load(u_ptr + pb * su_b + t * su_t + offs, mask=m, other=0.0).to(tl.float32)
-        dt = _softplus(tl.load(dl_ptr + pb * sdl_b + t * sdl_t + offs, mask=m, other=0.0).to(tl.float32) + bias)
-        Bt = tl.load(b_ptr + pb * sb_b + t * sb_t + n).to(tl.float32)
-        return tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
+            u, dl, Bt, z, Ct = u2, dl2, B2, z2, C2
 
     @triton.jit
     def _scan_bwd(u_ptr, dl_ptr, z_ptr, b_ptr, c_ptr, a_ptr, d_ptr, bias_ptr, dy_ptr, ck_ptr, cs_ptr,
@@ -101,42 +118,47 @@ if triton is not None:
         Dv = tl.load(d_ptr + offs, mask=m, other=0.0)
         bias = tl.load(bias_ptr + offs, mask=m, other=0.0)
         nch = tl.cdiv(L, CH)
-        # checkpoints: the state before each chunk of CH steps; chunk states: one chunk at a time
+        # checkpoints (written by the forward): the state before each chunk; chunk states: the
+        # states of one chunk at a time, recomputed from its checkpoint
         ck = ck_ptr + (pb * nch * DIM) * N + offs[:, None] * N + n[None, :]   # + k * DIM * N
         cs = cs_ptr + (pb * CH * DIM) * N + offs[:, None] * N + n[None, :]    # + j * DIM * N
-        h = tl.zeros((BLOCK, N), dtype=tl.float32)
-        for t in range(L):
-            tl.store(ck + (t // CH) * DIM * N, h, mask=m2 & (t % CH == 0))
-            h = _scan_state(h, A, bias, u_ptr, dl_ptr, b_ptr, pb, t, offs, m, n, su_b, su_t,
-                            sdl_b, sdl_t, sb_b, sb_t)
         g = tl.zeros((BLOCK, N), dtype=tl.float32)
         gA = tl.zeros((BLOCK, N), dtype=tl.float32)
         gD = tl.zeros((BLOCK,), dtype=tl.float32)
         gbias = tl.zeros((BLOCK,), dtype=tl.float32)
+        t = L - 1   # the reverse loop's inputs, one step ahead
+        u, dl, Bt = _load_step(u_ptr, dl_ptr, b_ptr, pb, t, t >= 0, offs, m, n, su_b, su_t, sdl_b, sdl_t, sb_b, sb_t)
+        z, Ct = _load_out(z_ptr, c_ptr, pb, t, t >= 0, offs, m, n, sz_b, sz_t, sc_b, sc_t)
+        dout = tl.load(dy_ptr + pb * L * DIM + t * DIM + offs, mask=m & (t >= 0), other=0.0).to(tl.float32)
         for kk in range(nch):
             k = nch - 1 - kk
             t0 = k * CH
             steps = tl.minimum(L - t0, CH)
             h = tl.load(ck + k * DIM * N, mask=m2, other=0.0)
+            ru, rdl, rB = _load_step(u_ptr, dl_ptr, b_ptr, pb, t0, t0 < L, offs, m, n, su_b, su_t,
+                                     sdl_b, sdl_t, sb_b, sb_t)
             for j in range(steps):  # recompute this chunk's states
-                h = _scan_state(h, A, bias, u_ptr, dl_ptr, b_ptr, pb, t0 + j, offs, m, n, su_b, su_t,
-                                sdl_b, sdl_t, sb_b, sb_t)
+                ru2, rdl2, rB2 = _load_step(u_ptr, dl_ptr, b_ptr, pb, t0 + j + 1, j + 1 < steps, offs, m,
+                                            n, su_b, su_t, sdl_b, sdl_t, sb_b, sb_t)
+                rdt = _softplus(rdl + bias)
+                h = tl.exp(rdt[:, None] * A) * h + (rdt * ru)[:, None] * rB[None, :]
                 tl.store(cs + j * DIM * N, h, mask=m2)
+                ru, rdl, rB = ru2, rdl2, rB2
             hp = h  # the reverse loop carries h_t in registers and loads only h_{t-1}
             for jj in range(steps):
                 j = steps - 1 - jj
                 t = t0 + j
                 row = pb * L * DIM + t * DIM + offs
-                u = tl.load(u_ptr + pb * su_b + t * su_t + offs, mask=m, other=0.0).to(tl.float32)
-                draw = tl.load(dl_ptr + pb * sdl_b + t * sdl_t + offs, mask=m, other=0.0).to(tl.float32) + bias
-                dt = _softplus(draw)
-                z = tl.load(z_ptr + pb * sz_b + t * sz_t + offs, mask=m, other=0.0).to(tl.float32)
-                Bt = tl.load(b_ptr + pb * sb_b + t * sb_t + n).to(tl.float32)
-                Ct = tl.load(c_ptr + pb * sc_b + t * sc_t + n).to(tl.float32)
-                dout = tl.load(dy_ptr + row, mask=m, other=0.0).to(tl.float32)
+                ok = t >= 1
+                u2, dl2, B2 = _load_step(u_ptr, dl_ptr, b_ptr, pb, t - 1, ok, offs, m, n, su_b, su_t,
+                                         sdl_b, sdl_t, sb_b, sb_t)
+                z2, C2 = _load_out(z_ptr, c_ptr, pb, t - 1, ok, offs, m, n, sz_b, sz_t, sc_b, sc_t)
+                dout2 = tl.load(dy_ptr + row - DIM, mask=m & ok, other=0.0).to(tl.float32)
                 h = hp
                 hp = tl.load(cs + (j - 1) * DIM * N, mask=m2 & (j > 0), other=0.0) \
                     + tl.load(ck + k * DIM * N, mask=m2 & (j == 0), other=0.0)
+                draw = dl + bias
+                dt = _softplus(draw)
                 sz = tl.sigmoid(z)
                 y = tl.sum(h * Ct[None, :], axis=1) + Dv * u
                 dy = dout * z * sz
@@ -156,6 +178,7 @@ if triton is not None:
                 tl.atomic_add(dc_ptr + bt, tl.sum(dy[:, None] * h, axis=0))
                 tl.atomic_add(db_ptr + bt, tl.sum(g * (dt * u)[:, None], axis=0))
                 g = g * dA
+                u, dl, Bt, z, Ct, dout = u2, dl2, B2, z2, C2, dout2
         tl.store(da_ptr + (pb * DIM + offs[:, None]) * N + n[None, :], gA, mask=m2)
         tl.store(dd_ptr + pb * DIM + offs, gD, mask=m)
         tl.store(dbias_ptr + pb * DIM + offs, gbias, mask=m)
@@ -235,20 +258,22 @@ class _SelectiveScan(torch.autograd.Function):
         n = A.shape[1]
         A, D, delta_bias = A.float().contiguous(), D.float().contiguous(), delta_bias.float().contiguous()
         y = torch.empty((b, L, d), dtype=u.dtype, device=u.device)
+        save = any(ctx.needs_input_grad)
+        ck = torch.empty((b, triton.cdiv(L, CHUNK), d, n) if save else (1,), dtype=torch.float32,
+                         device=u.device)
         grid = lambda meta: (b, triton.cdiv(d, meta["BLOCK"]))  # noqa: E731
-        _scan_fwd[grid](u, delta, z, B, C, A, D, delta_bias, y, L, d,
-                        *_strides(u, delta, z, B, C), N=n, **FIXED)
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
+        _scan_fwd[grid](u, delta, z, B, C, A, D, delta_bias, y, ck, L, d,
+                        *_strides(u, delta, z, B, C), N=n, CH=CHUNK, SAVE=save, **FIXED)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ck)
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
+        u, delta, A, B, C, D, z, delta_bias, ck = ctx.saved_tensors
         b, L, d = u.shape
         n = A.shape[1]
         dy = dy.contiguous()
         f32 = dict(dtype=torch.float32, device=u.device)
-        ck = torch.empty((b, triton.cdiv(L, CHUNK), d, n), **f32)
         cs = torch.empty((b, CHUNK, d, n), **f32)
         du, ddelta, dz = (torch.empty((b, L, d), dtype=t.dtype, device=u.device) for t in (u, delta, z))
         dB, dC = torch.zeros((b, L, n), **f32), torch.zeros((b, L, n), **f32)

@@ -97,6 +97,18 @@ def test_pairwise_distance_fast_path_matches_geoopt_reference(case):
     torch.testing.assert_close(pairwise_distance_reference(a, v, c), ref, rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.parametrize("hyperbolic", [True, False])
+def test_pairwise_distance_batched_equals_one_call_per_slice(hyperbolic):
+    """Both directions of the alignment loss go through one batched call: [2, V, d] pairs."""
+    g = _gen(5)
+    a, v = (clip_tangent(torch.randn(2, 6, 8, generator=g), 2.0) for _ in range(2))
+    c = torch.linspace(0.1, 0.9, 6) if hyperbolic else None
+    both = pairwise_distance(a, v, c)
+    assert both.shape == (2, 6, 6)
+    for i in range(2):
+        torch.testing.assert_close(both[i], pairwise_distance(a[i], v[i], c), rtol=1e-6, atol=1e-7)
+
+
 def test_curvature_stays_inside_zero_k0_even_when_saturated():
     torch.manual_seed(0)
     head = CurvatureHead(d_model=8, hidden=16, k0=1.5)

@@ -29,18 +29,22 @@ SCRIPT = textwrap.dedent('''
         assert err <= tol, (name, err)
         worst = max(worst, err)
 
-    # the scan: d = 40 is not a multiple of the channel block (masking), L = 9
-    b, L, d, n = 3, 9, 40, 4
-    xs = [torch.randn(b, L, d), torch.randn(b, L, d) * 0.5, -torch.rand(d, n) * 3 - 0.1,
-          torch.randn(b, L, n), torch.randn(b, L, n), torch.randn(d), torch.randn(b, L, d),
-          torch.randn(d) * 0.3]
-    xs = [x.requires_grad_() for x in xs]
-    y, yr = selective_scan(*xs), selective_scan_ref(*xs)
-    check("y", y, yr, 1e-5)
-    g = torch.randn_like(y)
-    for name, a, r in zip("u delta A B C D z bias".split(), torch.autograd.grad(y, xs, g),
-                          torch.autograd.grad(yr, xs, g)):
-        check(name, a, r, 1e-5)
+    # the scan: d = 40 is not a multiple of the channel block (masking); L = 9 ends in a partial
+    # checkpoint chunk (CHUNK = 8), L = 16 fills two, L = 3 is shorter than one
+    for L in (9, 16, 3):
+        b, d, n = 3, 40, 4
+        xs = [torch.randn(b, L, d), torch.randn(b, L, d) * 0.5, -torch.rand(d, n) * 3 - 0.1,
+              torch.randn(b, L, n), torch.randn(b, L, n), torch.randn(d), torch.randn(b, L, d),
+              torch.randn(d) * 0.3]
+        with torch.no_grad():  # inference: no checkpoints kept
+            check("y no grad", selective_scan(*xs), selective_scan_ref(*xs), 1e-5)
+        xs = [x.requires_grad_() for x in xs]
+        y, yr = selective_scan(*xs), selective_scan_ref(*xs)
+        check("y", y, yr, 1e-5)
+        g = torch.randn_like(y)
+        for name, a, r in zip("u delta A B C D z bias".split(), torch.autograd.grad(y, xs, g),
+                              torch.autograd.grad(yr, xs, g)):
+            check(f"{name} L={L}", a, r, 1e-5)
 
     # the block: same weights as mambapy's
     cfg = MambaConfig(d_model=16, n_layers=1, d_state=8, expand_factor=2, d_conv=4)
