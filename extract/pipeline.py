@@ -315,8 +315,10 @@ def _utf8(text: str) -> str:
 #: one worker per core, the encoders (CPU) or the feeding of the GPU come first and decoding
 #: takes the remaining cycles
 DECODE_NICE = 10
-#: at most this many bytes of decoded videos are waiting in memory at the start of a run
-DECODE_AHEAD_BYTES = 2 << 30
+#: at most this many bytes of decoded videos are waiting (hand-off files in RAM) at the start of a run
+DECODE_AHEAD_BYTES = 8 << 30
+#: videos per decode worker submitted before the encoders are ready
+STARTUP_PER_WORKER = 32
 
 
 def resolve_workers(workers: int) -> int:
@@ -460,9 +462,10 @@ def video_bytes(spec: DecodeSpec) -> int:
 
 
 def startup_window(cfg: ExtractConfig, workers: int, image_size: int) -> int:
-    """Videos submitted before the encoders load: about 8 per worker (model loading takes
-    seconds; a 60-s video decodes in under one), within :data:`DECODE_AHEAD_BYTES` (or 1/8 of
-    the physical memory, if less) of decoded frames and patches."""
+    """Videos submitted before the encoders load: up to :data:`STARTUP_PER_WORKER` per worker
+    (importing torch and open_clip and building the encoders took 16-29 s on the H100 machine;
+    a 60-s video decodes in about one), within :data:`DECODE_AHEAD_BYTES` (or 1/8 of the
+    physical memory, if less) of decoded frames and patches."""
     import os
 
     per_video = video_bytes(DecodeSpec(int(cfg.T), image_size=int(image_size)))
@@ -472,7 +475,7 @@ def startup_window(cfg: ExtractConfig, workers: int, image_size: int) -> int:
     except (ValueError, OSError, AttributeError):
         pass
     base = decode_window(cfg, workers)
-    return max(base, min(base + 8 * max(workers, 1), budget // max(per_video, 1)))
+    return max(base, min(base + STARTUP_PER_WORKER * max(workers, 1), budget // max(per_video, 1)))
 
 
 # ---- the in-process video runner -----------------------------------------------------------
