@@ -154,12 +154,17 @@ class Alignment(nn.Module):
         self.curvature = (CurvatureHead(d_model, curvature_hidden, k0, adaptive=curvature == "adaptive")
                           if geometry == "hyperbolic" else None)
 
+    def embed(self, a: torch.Tensor, v: torch.Tensor):
+        """a, v [V, T, d] -> (clipped a', v' [V, T, d] float32, curvature [V] or None)."""
+        with torch.autocast(device_type=a.device.type, enabled=False):
+            a, v = a.float(), v.float()
+            c = None if self.curvature is None else self.curvature(a, v)
+            return clip_tangent(a, self.clip_radius), clip_tangent(v, self.clip_radius), c
+
     def forward(self, a: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None):
         """a, v [V, T, d] -> (clipped a', v' [V, T, d] float32, loss scalar, curvature [V] or
         None).  ``mask`` [V] bool: the videos that take part in the loss (None: all)."""
+        ua, uv, c = self.embed(a, v)
         with torch.autocast(device_type=a.device.type, enabled=False):
-            a, v = a.float(), v.float()
-            ua, uv = clip_tangent(a, self.clip_radius), clip_tangent(v, self.clip_radius)
-            c = None if self.curvature is None else self.curvature(a, v)
             loss = alignment_loss(ua.mean(dim=1), uv.mean(dim=1), c, self.temperature, mask)
         return ua, uv, loss, c

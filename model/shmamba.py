@@ -137,6 +137,16 @@ class SHMamba(nn.Module):
             logits = answer_logits
         return ModelOutput(logits=logits, align_loss=align_loss, curvature=curvature, extra=extra)
 
+    def video_embedding(self, audio: torch.Tensor, visual: torch.Tensor):
+        """What the alignment compares, per video: the time-pooled clipped tangent vectors of the
+        audio and the visual sequence [V, d] (float32) and the curvature c [V] (None for
+        ``euclidean``).  Call in eval mode for values without dropout (curvature records, views)."""
+        dtype = self.audio_enc.weight.dtype
+        a = self.drop(self.audio_enc(audio.to(dtype)))
+        v = self.drop(self.visual_enc(visual.to(dtype)))
+        ua, uv, c = self.align.embed(a, v)
+        return ua.mean(dim=1), uv.mean(dim=1), c
+
     def _check_inputs(self, audio, visual, question, tokens, token_mask, video_index, options,
                       video_mask=None) -> None:
         cfg = self.cfg
