@@ -76,7 +76,7 @@ class SHMamba(nn.Module):
         self.question_enc = nn.Linear(cfg.text_dim, d)
         self.token_pool = AttentionPool(d, cfg.n_heads) if cfg.use_tokens else None
         self.align = Alignment(d, cfg.geometry, cfg.curvature, cfg.k0, cfg.curvature_hidden,
-                               cfg.clip_radius, cfg.align_temperature)
+                               cfg.clip_radius, cfg.align_temperature, cfg.features)
         self.temporal = TemporalBlocks(cfg, self.backend)
         self.fusion = (CrossFusion(d, cfg.n_heads, cfg.fusion_kernel) if cfg.fusion == "cross"
                        else ConcatFusion(d))
@@ -230,6 +230,9 @@ def decode_arch(t: torch.Tensor) -> dict:
 
 def check_architecture(theirs: dict, mine: dict) -> None:
     """Raise ValueError unless two architecture records are equal; name variants and fields."""
+    # a field added after a checkpoint was written counts as its default value there
+    defaults = {"features": SHMambaConfig.features}
+    theirs, mine = {**defaults, **theirs}, {**defaults, **mine}
     if theirs == mine:
         return
     keys = sorted(set(theirs) | set(mine))
