@@ -162,7 +162,8 @@ def summarize(spec: AblationSpec, records: list[dict]) -> dict:
     for v, s in variants.items():
         s["vs_reference"] = compare(s["overall"], variants[ref]["overall"]) \
             if ref in variants and v != ref else None
-    return {"reference": ref, "split": spec.split, "store": spec.base.store,
+    # "order": the variants in the given order (the JSON file sorts its keys)
+    return {"reference": ref, "order": list(variants), "split": spec.split, "store": spec.base.store,
             "epochs": spec.base.epochs, "seeds": spec.seeds, "variants": variants,
             "config": _shared_config(spec.base)}
 
