@@ -331,8 +331,8 @@ def train_cmd(
     config: str = typer.Option(None, "--config", help="TOML/YAML/JSON file with TrainConfig fields "
                                "(model overrides in a 'model' table); options given here override it."),
     variant: str = typer.Option(None, "--variant", help="Model variant: shmamba, euclidean, "
-                                "fixed-curvature, transformer, no-temporal, concat-fusion, "
-                                "per-modality-mamba (default shmamba)."),
+                                "fixed-curvature, hyperbolic-features, transformer, no-temporal, "
+                                "concat-fusion, per-modality-mamba (default shmamba)."),
     out: str = typer.Option(None, "--out", help="Folder of run directories and the 'latest' link "
                             "(default runs)."),
     name: str = typer.Option(None, "--name", help="Run directory name (default: a timestamp)."),

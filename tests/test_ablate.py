@@ -27,8 +27,6 @@ torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "1000", "PYTHONPATH": str(REPO)}
 TINY = {"d_model": 16, "n_layers": 1, "d_state": 4, "n_heads": 2, "curvature_hidden": 8}
-SET = ["--set", "batch_size=16", "--set", "lr=0.003", "--set", "num_threads=1",
-       "--set", "model=" + json.dumps(TINY)]
 
 
 def base_config(store: Path, out: Path, epochs: int = 1):
@@ -140,9 +138,12 @@ def _wait_for(proc: subprocess.Popen, condition, limit: float = 300.0) -> bool:
 
 
 def test_a_killed_ablation_continues_without_redoing_finished_runs(store, tmp_path):
-    out = tmp_path / "ablation"
+    out, config = tmp_path / "ablation", tmp_path / "tiny.toml"
+    config.write_text("batch_size = 16\nlr = 0.003\n\n[model]\n"
+                      + "".join(f"{k} = {v}\n" for k, v in TINY.items()))
     args = [sys.executable, "cli.py", "ablate", "--store", str(store), "--variants", "shmamba",
-            "--seeds", "2", "--epochs", "3", "--out", str(out), "--no-progress", *SET]
+            "--seeds", "2", "--epochs", "3", "--out", str(out), "--config", str(config),
+            "--set", "num_threads=1", "--no-progress"]
     first, second = out / "shmamba-seed0", out / "shmamba-seed1"
     proc = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
