@@ -115,7 +115,7 @@ def run_one(spec: AblationSpec, variant: str, seed: int,
     if resume is None and run_dir.exists():
         shutil.rmtree(run_dir)   # killed before it wrote its config: nothing to keep
     result = train(cfg, resume=resume, on_epoch=on_epoch)
-    report = evaluate(run_dir, split=spec.split)
+    report = evaluate(run_dir, split=spec.split, device=spec.base.device)
     meta = find_checkpoint(run_dir, "best").meta
     params = count_parameters(build_model(SHMambaConfig(**meta["model_config"])))["total"]
     record = {"variant": variant, "seed": seed, "run": str(run_dir), "overall": report["overall"],

@@ -81,8 +81,12 @@ def _scatter(points: np.ndarray, labels: list[str], path: Path, title: str, disk
     fig, ax = plt.subplots(figsize=(6.5, 6))
     if disk:
         ax.add_patch(plt.Circle((0, 0), 1.0, fill=False, color="k", lw=1))
-        ax.set_xlim(-1.05, 1.05)
-        ax.set_ylim(-1.05, 1.05)
+        # a nearly flat ball (small c) keeps every point near the centre: zoom in, and say so
+        reach = min(1.05, max(0.05, 1.15 * float(np.linalg.norm(points, axis=1).max())))
+        ax.set_xlim(-reach, reach)
+        ax.set_ylim(-reach, reach)
+        if reach < 1.05:
+            title += f" (zoomed to radius {reach:.2g} of the unit disk)"
     top = [lab for lab, _ in Counter(labels).most_common(MAX_LABELS)]
     lab_arr = np.array(labels)
     other = ~np.isin(lab_arr, top)
