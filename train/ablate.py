@@ -142,25 +142,30 @@ def _mean_std(values: list[float | None]) -> dict:
 
 
 def summarize(spec: AblationSpec, records: list[dict]) -> dict:
-    """Per variant: mean and sample std over seeds of overall, groups, types, time; parameters."""
+    """Per variant: mean and sample std over seeds of overall, groups, types, time; parameters.
+    Groups and types in the store's order."""
+    types = list(open_store(spec.base.store).attrs["type_names"])
+    groups = list(dict.fromkeys(t.split("/", 1)[0] for t in types if "/" in t))
     variants = {}
     for v in spec.variants:
         runs = [r for r in records if r["variant"] == v]
         if not runs:
             continue
-        groups = list(dict.fromkeys(g for r in runs for g in r["groups"]))
-        types = list(dict.fromkeys(t for r in runs for t in r["types"]))
         variants[v] = {
             "seeds": [r["seed"] for r in runs], "runs": [r["run"] for r in runs],
             "parameters": runs[0]["parameters"],
             "overall": _mean_std([r["overall"] for r in runs]),
-            "groups": {g: _mean_std([r["groups"].get(g) for r in runs]) for g in groups},
-            "types": {t: _mean_std([r["types"].get(t) for r in runs]) for t in types},
+            "groups": {g: _mean_std([r["groups"].get(g) for r in runs]) for g in groups
+                       if any(g in r["groups"] for r in runs)},
+            "types": {t: _mean_std([r["types"].get(t) for r in runs]) for t in types
+                      if any(t in r["types"] for r in runs)},
             "train_time_s": _mean_std([r["train_time_s"] for r in runs]),
         }
     ref = spec.variants[0]
+    overall = {v: [r["overall"] for r in records if r["variant"] == v and r["overall"] is not None]
+               for v in variants}
     for v, s in variants.items():
-        s["vs_reference"] = compare(s["overall"], variants[ref]["overall"]) \
+        s["vs_reference"] = compare(overall[v], overall[ref]) \
             if ref in variants and v != ref else None
     # "order": the variants in the given order (the JSON file sorts its keys)
     return {"reference": ref, "order": list(variants), "split": spec.split, "store": spec.base.store,
@@ -168,14 +173,17 @@ def summarize(spec: AblationSpec, records: list[dict]) -> dict:
             "config": _shared_config(spec.base)}
 
 
-def compare(a: dict, b: dict) -> dict | None:
-    """Difference of two means and whether it exceeds the seed spread: |diff| > 2 standard
-    errors of the difference (Welch), i.e. 2 * sqrt(sa^2/na + sb^2/nb)."""
-    if a["mean"] is None or b["mean"] is None or a["std"] is None or b["std"] is None:
+def compare(a: list[float], b: list[float]) -> dict | None:
+    """Difference of the means of two variants' per-seed values, and Welch's t-test of it:
+    ``beyond_spread`` when p < 0.05 (two-sided).  None with fewer than 2 values on a side."""
+    from scipy.stats import ttest_ind
+
+    if len(a) < 2 or len(b) < 2:
         return None
-    diff = a["mean"] - b["mean"]
-    se = math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
-    return {"diff": diff, "se": se, "beyond_spread": abs(diff) > 2.0 * se}
+    diff = float(np.mean(a) - np.mean(b))
+    p = float(ttest_ind(a, b, equal_var=False).pvalue)
+    p = (0.0 if diff else 1.0) if math.isnan(p) else p   # no spread on either side
+    return {"diff": diff, "p": p, "beyond_spread": p < 0.05}
 
 
 @dataclass

@@ -14,7 +14,7 @@ def fmt(stat: dict | None, digits: int = 2) -> str:
 def _delta(cmp: dict | None) -> str:
     if cmp is None:
         return "–"
-    return f"{cmp['diff']:+.2f}{' *' if cmp['beyond_spread'] else ''}"
+    return f"{cmp['diff']:+.2f} (p {cmp['p']:.2f}){' *' if cmp['beyond_spread'] else ''}"
 
 
 def ablation_markdown(summary: dict) -> str:
@@ -29,9 +29,9 @@ def ablation_markdown(summary: dict) -> str:
              "",
              f"{summary['epochs']} epoch(s), seeds {seeds}. Accuracy in %, mean ± sample standard "
              "deviation over seeds. Δ = difference of the overall means to "
-             f"`{summary['reference']}`; `*` marks a difference beyond the seed spread "
-             "(|Δ| > 2 standard errors of the difference, sqrt(s1²/n1 + s2²/n2)). Time: "
-             "training + validation per run, seconds.",
+             f"`{summary['reference']}` and, in brackets, the p-value of Welch's t-test over "
+             "the seeds; `*` marks p < 0.05, a difference beyond the seed spread. Time: training "
+             "+ validation per run, seconds.",
              "",
              "| variant | parameters | time (s) | overall | Δ overall | "
              + " | ".join(groups) + " |",
