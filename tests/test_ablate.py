@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 from storegen import MUSIC_TYPES, make_store  # noqa: E402
@@ -22,6 +23,8 @@ from train import StoreData, load_train_config, read_metrics  # noqa: E402
 from train.ablate import RUN_RESULT, AblationError, ablate, make_spec  # noqa: E402
 from train.curvature import COLLAPSE_FRACTION, curvature_record  # noqa: E402
 from model import build_model  # noqa: E402
+
+import cli  # noqa: E402
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -87,6 +90,14 @@ def test_a_finished_ablation_is_not_run_again_and_other_settings_are_refused(abl
         ablate(other, show=False)
     with pytest.raises(AblationError, match="unknown variant.*nope"):
         make_spec(spec.base, "shmamba,nope", 2, spec.out)
+    # on the command line: an error message and exit status 2, never a silent success
+    runner = CliRunner()
+    for args, message in ((["--variants", "nope"], "unknown variant"),
+                          (["--seeds", "0"], "--seeds must be >= 1"),
+                          (["--split", "holdout"], "no 'holdout' questions")):
+        res = runner.invoke(cli.app, ["ablate", "--store", str(spec.base.store), "--out",
+                                      str(spec.out / "other"), *args], env={"COLUMNS": "1000"})
+        assert res.exit_code == 2 and message in res.output, res.output
 
 
 def test_curvature_stats_are_in_metrics_and_plotted(ablated):
