@@ -94,8 +94,10 @@ def _scatter(points: np.ndarray, labels: list[str], path: Path, title: str, disk
         ax.scatter(*points[other].T, s=12, color="lightgray", label="other")
     for i, lab in enumerate(top):
         ax.scatter(*points[lab_arr == lab].T, s=14, color=plt.cm.tab10(i % 10), label=lab)
-    ax.set_aspect("equal")
-    ax.legend(fontsize=7, title="most frequent answer", title_fontsize=7, loc="upper right")
+    if disk:
+        ax.set_aspect("equal")
+    ax.legend(fontsize=7, title="most frequent answer", title_fontsize=7, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title, fontsize=9)
     return _save(fig, path)
 
