@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # On the CPU development machines torch/torchvision are pinned to the builds on local disk.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test demo clean-venv
+.PHONY: setup test demo ablation clean-venv
 
 setup: $(STAMP)
 
@@ -33,6 +33,13 @@ demo: setup
 	$(VPY) cli.py eval --run $(DEMO)/shmamba --split test
 	cp $(DEMO)/shmamba/report_test.json $(DEMO)/report_test.json
 	@echo "demo done: $(DEMO)/report_test.json (per-type accuracies, scorer format); run folder $(DEMO)/shmamba"
+
+# Every variant x 3 seeds on the demo store (made by `make demo` when missing), on the CPU; the
+# README's ablation table.  Re-running continues an interrupted ablation.
+ablation: setup
+	test -f $(DEMO)/feats.h5 || $(MAKE) demo
+	$(VPY) cli.py ablate --store $(DEMO)/feats.h5 --config configs/ablation_demo.toml --seeds 3 \
+		--out runs/ablation
 
 clean-venv:
 	rm -rf $(VENV)

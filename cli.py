@@ -331,8 +331,8 @@ def train_cmd(
     config: str = typer.Option(None, "--config", help="TOML/YAML/JSON file with TrainConfig fields "
                                "(model overrides in a 'model' table); options given here override it."),
     variant: str = typer.Option(None, "--variant", help="Model variant: shmamba, euclidean, "
-                                "fixed-curvature, transformer, no-temporal, concat-fusion, "
-                                "per-modality-mamba (default shmamba)."),
+                                "fixed-curvature, hyperbolic-features, transformer, no-temporal, "
+                                "concat-fusion, per-modality-mamba (default shmamba)."),
     out: str = typer.Option(None, "--out", help="Folder of run directories and the 'latest' link "
                             "(default runs)."),
     name: str = typer.Option(None, "--name", help="Run directory name (default: a timestamp)."),
@@ -415,6 +415,47 @@ def eval_cmd(
     for key, path in report["files"].items():
         console.print(f"{key}: {path}", highlight=False, soft_wrap=True)
 
+
+
+@app.command("ablate")
+def ablate_cmd(
+    store: str = typer.Option(..., "--store", help="Feature store entry file (feats.h5)."),
+    variants: str = typer.Option("all", "--variants", help="'all' or comma-separated variant "
+                                 "names, e.g. shmamba,euclidean (the first is the reference)."),
+    seeds: int = typer.Option(3, "--seeds", help="Seeds per variant: seed, seed+1, ... (the "
+                              "config's seed, default 0, is the first)."),
+    epochs: int = typer.Option(None, "--epochs", help="Epochs per run (default: the config's, 30)."),
+    out: str = typer.Option("runs/ablation", "--out", help="Folder of the run folders and the "
+                            "tables; running again continues the unfinished runs."),
+    split: str = typer.Option("test", "--split", help="Split every run is scored on."),
+    config: str = typer.Option(None, "--config", help="TOML/YAML/JSON file with TrainConfig "
+                               "fields, as for train."),
+    set_: list[str] = typer.Option(None, "--set", help="Override any config field, KEY=VALUE, "
+                                   "as for train; repeatable."),
+    device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+) -> None:
+    """Train and evaluate every variant x seed into one folder; write ablation.json/.md/.png."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from store.config_io import parse_set_options
+    from train import load_train_config
+    from train.ablate import AblationError, ablate, make_spec
+
+    console = Console(stderr=True)
+    try:
+        overrides = {"store": store, "epochs": epochs, "device": device, "out": out}
+        overrides.update(parse_set_options(set_))
+        spec = make_spec(load_train_config(config, overrides), variants, seeds, out, split)
+        result = ablate(spec, console, show=not no_progress)
+    except (AblationError, *_train_errors()) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    Console().print(Markdown(result.markdown))
+    console.print(f"{result.trained} run(s) trained now, {result.skipped} already finished; "
+                  + ", ".join(f"{k}: {v}" for k, v in result.files.items()), highlight=False,
+                  soft_wrap=True)
 
 
 @app.command("score")

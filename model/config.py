@@ -20,10 +20,12 @@ Temporal = Literal["mamba", "transformer", "none"]
 Fusion = Literal["cross", "concat"]
 TemporalWeights = Literal["shared", "per-modality"]
 Backend = Literal["auto", "triton", "mamba-ssm", "mambapy"]
+Features = Literal["tangent", "ball"]
 
 _CHOICES = {
     "geometry": ("hyperbolic", "euclidean"),
     "curvature": ("adaptive", "fixed"),
+    "features": ("tangent", "ball"),
     "temporal": ("mamba", "transformer", "none"),
     "fusion": ("cross", "concat"),
     "mamba_weights": ("shared", "per-modality"),
@@ -59,6 +61,9 @@ class SHMambaConfig:
     k0: float = 1.0               #: upper bound of the adaptive curvature; the fixed curvature
     curvature_hidden: int = 64    #: hidden width of the curvature MLP
     clip_radius: float = 2.0      #: tangent vectors are clipped to this norm before expmap0
+    #: what the temporal blocks receive: the clipped tangent vectors (the ball acts through the
+    #: alignment loss) | logmap0(project(x)): encoder outputs read as points of the ball
+    features: Features = "tangent"
     # --- switches ---
     temporal: Temporal = "mamba"              #: temporal blocks: mamba | transformer | none
     fusion: Fusion = "cross"                  #: cross (gated, conv, question-guided) | concat
@@ -99,6 +104,8 @@ class SHMambaConfig:
             raise ValueError(f"SHMambaConfig: sqrt(k0) * clip_radius must be <= 3.0 (points would be "
                              f"pushed onto the ball's boundary), got k0={self.k0}, "
                              f"clip_radius={self.clip_radius}")
+        if self.features == "ball" and self.geometry != "hyperbolic":
+            raise ValueError("SHMambaConfig.features = 'ball' needs geometry = 'hyperbolic'")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"SHMambaConfig.dropout: must be in [0, 1), got {self.dropout!r}")
 

@@ -4,8 +4,10 @@ The ball lives in the alignment loss: per-video curvature c = k0 * sigmoid(MLP) 
 clipped tangent vectors (``clip_tangent``), and a symmetric InfoNCE on negative Poincare-ball
 distances (``alignment_loss`` / ``pairwise_distance``, a closed form checked against geoopt).
 The temporal blocks receive the clipped tangent vectors: mapping them into the ball and straight
-back (``logmap0(expmap0(u)) = u``) would be the identity, so it is not done.  ``expmap0`` and
-``logmap0`` are kept for views of the embeddings.  Rationale: docs/MODEL.md.
+back (``logmap0(expmap0(u)) = u``) would be the identity, so it is not done.  The
+``hyperbolic-features`` variant (``features="ball"``) instead reads the encoder outputs as points
+of the ball and passes on ``logmap0(project(x))``, which depends on c.  Rationale and the
+ablation that decided between them: docs/MODEL.md, README.
 """
 from __future__ import annotations
 
@@ -22,6 +24,14 @@ def clip_tangent(u: torch.Tensor, radius: float) -> torch.Tensor:
     """Scale vectors (last dim) with norm > radius down to norm = radius; others unchanged."""
     norm = u.norm(dim=-1, keepdim=True).clamp_min(1e-15)
     return u * (radius / norm).clamp(max=1.0)
+
+
+def project(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Points x [V, ..., d] scaled into the ball of curvature -c[v]: norm at most
+    (1 - BALL_EPS) / sqrt(c) (geoopt's project in closed form: no host syncs).  float32."""
+    x, sc = x.float(), _sqrt_c(c, x.dim())
+    norm = x.norm(dim=-1, keepdim=True).clamp_min(1e-15)
+    return x * ((1.0 - BALL_EPS) / (sc * norm)).clamp(max=1.0)
 
 
 def _sqrt_c(c: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -142,24 +152,33 @@ class Alignment(nn.Module):
     loss in the ball, returns the clipped per-time-step tangent features for the temporal blocks.
 
     ``geometry="euclidean"``: same clip and features, Euclidean distance, no curvature.
+    ``features="ball"``: the encoder outputs are read as points of the ball (projected into it)
+    and the features are their tangent vectors ``logmap0(project(x))``, which depend on c.
     """
 
     def __init__(self, d_model: int, geometry: str = "hyperbolic", curvature: str = "adaptive",
                  k0: float = 1.0, curvature_hidden: int = 64, clip_radius: float = 2.0,
-                 temperature: float = 0.1):
+                 temperature: float = 0.1, features: str = "tangent"):
         super().__init__()
-        self.geometry = geometry
+        self.geometry, self.features = geometry, features
         self.clip_radius = float(clip_radius)
         self.temperature = float(temperature)
         self.curvature = (CurvatureHead(d_model, curvature_hidden, k0, adaptive=curvature == "adaptive")
                           if geometry == "hyperbolic" else None)
 
+    def embed(self, a: torch.Tensor, v: torch.Tensor):
+        """a, v [V, T, d] -> (clipped a', v' [V, T, d] float32, curvature [V] or None)."""
+        with torch.autocast(device_type=a.device.type, enabled=False):
+            a, v = a.float(), v.float()
+            c = None if self.curvature is None else self.curvature(a, v)
+            if self.features == "ball":  # encoder outputs are ball points: their tangent vectors
+                return logmap0(project(a, c), c), logmap0(project(v, c), c), c
+            return clip_tangent(a, self.clip_radius), clip_tangent(v, self.clip_radius), c
+
     def forward(self, a: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None):
         """a, v [V, T, d] -> (clipped a', v' [V, T, d] float32, loss scalar, curvature [V] or
         None).  ``mask`` [V] bool: the videos that take part in the loss (None: all)."""
+        ua, uv, c = self.embed(a, v)
         with torch.autocast(device_type=a.device.type, enabled=False):
-            a, v = a.float(), v.float()
-            ua, uv = clip_tangent(a, self.clip_radius), clip_tangent(v, self.clip_radius)
-            c = None if self.curvature is None else self.curvature(a, v)
             loss = alignment_loss(ua.mean(dim=1), uv.mean(dim=1), c, self.temperature, mask)
         return ua, uv, loss, c

@@ -40,6 +40,9 @@ from .variants import DEFAULT_VARIANT, variant_config, variant_name
 log = logging.getLogger(__name__)
 
 ARCH_KEY = "arch_spec"
+#: fields added after checkpoints existed: recorded in arch_spec only when not at this default,
+#: so an older checkpoint's record (and buffer size) is still that of the same architecture
+LATER_FIELDS = {"features": "tangent"}
 
 
 @dataclass
@@ -76,7 +79,7 @@ class SHMamba(nn.Module):
         self.question_enc = nn.Linear(cfg.text_dim, d)
         self.token_pool = AttentionPool(d, cfg.n_heads) if cfg.use_tokens else None
         self.align = Alignment(d, cfg.geometry, cfg.curvature, cfg.k0, cfg.curvature_hidden,
-                               cfg.clip_radius, cfg.align_temperature)
+                               cfg.clip_radius, cfg.align_temperature, cfg.features)
         self.temporal = TemporalBlocks(cfg, self.backend)
         self.fusion = (CrossFusion(d, cfg.n_heads, cfg.fusion_kernel) if cfg.fusion == "cross"
                        else ConcatFusion(d))
@@ -85,7 +88,8 @@ class SHMamba(nn.Module):
         self.option_enc = nn.Linear(cfg.text_dim, d) if cfg.n_options > 0 else None
         self.drop = nn.Dropout(cfg.dropout)
 
-        spec = json.dumps({"variant": self.variant, **cfg.architecture()}, sort_keys=True)
+        arch = {k: v for k, v in cfg.architecture().items() if LATER_FIELDS.get(k, object()) != v}
+        spec = json.dumps({"variant": self.variant, **arch}, sort_keys=True)
         self.register_buffer(ARCH_KEY, torch.tensor(list(spec.encode()), dtype=torch.uint8))
         self._warned_tokens = False
 
@@ -136,6 +140,16 @@ class SHMamba(nn.Module):
         else:
             logits = answer_logits
         return ModelOutput(logits=logits, align_loss=align_loss, curvature=curvature, extra=extra)
+
+    def video_embedding(self, audio: torch.Tensor, visual: torch.Tensor):
+        """What the alignment compares, per video: the time-pooled clipped tangent vectors of the
+        audio and the visual sequence [V, d] (float32) and the curvature c [V] (None for
+        ``euclidean``).  Call in eval mode for values without dropout (curvature records, views)."""
+        dtype = self.audio_enc.weight.dtype
+        a = self.drop(self.audio_enc(audio.to(dtype)))
+        v = self.drop(self.visual_enc(visual.to(dtype)))
+        ua, uv, c = self.align.embed(a, v)
+        return ua.mean(dim=1), uv.mean(dim=1), c
 
     def _check_inputs(self, audio, visual, question, tokens, token_mask, video_index, options,
                       video_mask=None) -> None:
@@ -199,6 +213,7 @@ class SHMamba(nn.Module):
         key = prefix + ARCH_KEY
         if key in state_dict:
             check_architecture(decode_arch(state_dict[key]), decode_arch(getattr(self, ARCH_KEY)))
+            state_dict[key] = getattr(self, ARCH_KEY)  # same architecture, possibly an older record
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
 
@@ -220,6 +235,7 @@ def decode_arch(t: torch.Tensor) -> dict:
 
 def check_architecture(theirs: dict, mine: dict) -> None:
     """Raise ValueError unless two architecture records are equal; name variants and fields."""
+    theirs, mine = {**LATER_FIELDS, **theirs}, {**LATER_FIELDS, **mine}
     if theirs == mine:
         return
     keys = sorted(set(theirs) | set(mine))
@@ -243,7 +259,8 @@ def load_state(model: SHMamba, state: dict, variant: str | None = None) -> None:
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     misshapen = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-                 for k in sorted(set(own) & set(state)) if tuple(state[k].shape) != tuple(own[k].shape)]
+                 for k in sorted(set(own) & set(state))
+                 if k != ARCH_KEY and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or misshapen:
         raise ValueError(f"state_dict does not fit variant {model.variant!r}: missing keys {missing[:8]}"
                          f"{' ...' if len(missing) > 8 else ''}, unexpected keys {unexpected[:8]}"

@@ -9,12 +9,13 @@ import dataclasses
 from .config import SHMambaConfig
 
 # The switches that tell variants apart.
-SWITCHES = ("geometry", "curvature", "temporal", "fusion", "mamba_weights")
+SWITCHES = ("geometry", "curvature", "features", "temporal", "fusion", "mamba_weights")
 
 VARIANTS: dict[str, dict] = {
     "shmamba": {},
     "euclidean": {"geometry": "euclidean"},
     "fixed-curvature": {"curvature": "fixed"},
+    "hyperbolic-features": {"features": "ball"},
     "transformer": {"temporal": "transformer"},
     "no-temporal": {"temporal": "none"},
     "concat-fusion": {"fusion": "concat"},

@@ -5,8 +5,9 @@ import pytest
 import torch
 from geoopt.manifolds.stereographic import math as pmath
 
-from model.hyperbolic import (Alignment, CurvatureHead, alignment_loss, clip_tangent,
-                              pairwise_distance, pairwise_distance_reference, expmap0, logmap0)
+from model.hyperbolic import (BALL_EPS, Alignment, CurvatureHead, alignment_loss, clip_tangent,
+                              expmap0, logmap0, pairwise_distance, pairwise_distance_reference,
+                              project)
 
 torch.set_num_threads(1)
 
@@ -206,3 +207,19 @@ def test_expmap0_matches_geoopt_with_projection_far_out():
         torch.testing.assert_close(expmap0(u, c)[i], ref, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(logmap0(ref, c[i:i + 1].expand(4))[:, None].squeeze(1),
                                    pmath.logmap0(ref, k=k), rtol=1e-4, atol=1e-4)
+
+
+def test_project_and_ball_features_match_geoopt():
+    """features='ball': logmap0(project(x)) per video equals geoopt's project then logmap0."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 3, 6, generator=g) * torch.tensor([0.1, 0.5, 2.0, 8.0])[:, None, None]
+    c = torch.tensor([0.3, 1.0, 0.7, 0.05])
+    for i in range(4):
+        k = -c[i].double()
+        ref = pmath.project(x[i].double(), k=k, eps=BALL_EPS)
+        torch.testing.assert_close(project(x, c)[i].double(), ref, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(logmap0(project(x, c), c)[i].double(), pmath.logmap0(ref, k=k),
+                                   rtol=1e-4, atol=1e-4)
+    align = Alignment(6, features="ball")
+    ua, _, curv = align.embed(x, x.flip(0))
+    torch.testing.assert_close(ua, logmap0(project(x, curv), curv))

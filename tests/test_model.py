@@ -312,3 +312,25 @@ def test_cli_model_command_prints_parameter_table():
     assert all(n in result.output for n in VARIANTS)
     result = runner.invoke(cli.app, ["model", "--variant", "nope"])
     assert result.exit_code != 0 and "known variants" in result.output
+
+
+def test_an_arch_record_that_spells_out_a_later_field_at_its_default_still_loads():
+    """A field added later (features) is left out of arch_spec at its default; a record that
+    spells it out (other buffer size) is the same architecture, and another value is refused."""
+    import json
+
+    from model.shmamba import ARCH_KEY
+
+    state = small("shmamba").state_dict()
+    record = json.loads(bytes(state[ARCH_KEY].tolist()).decode())
+    assert "features" not in record
+    for value, loads in (("tangent", True), ("ball", False)):
+        spelled = dict(state)
+        spelled[ARCH_KEY] = torch.tensor(list(json.dumps({**record, "features": value}).encode()),
+                                         dtype=torch.uint8)
+        if loads:
+            small("shmamba").load_state_dict(spelled)
+            load_state(small("shmamba"), spelled)
+        else:
+            with pytest.raises(ValueError, match="features: 'ball'"):
+                small("shmamba").load_state_dict(spelled)

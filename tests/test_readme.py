@@ -87,6 +87,14 @@ COVERAGE: dict[str, list[str]] = {
     "torchrun cli.py train --standalone --nproc-per-node --store --batch-size": [
         "tests/test_ddp.py::test_two_gloo_processes_match_one_process"],                      # CLI
     "python cli.py eval --split": ["make demo", "tests/test_eval.py::test_cli_train_then_eval"],
+    "python cli.py ablate --store --variants --seeds --epochs --out": [
+        "tests/test_ablate.py::test_a_killed_ablation_continues_without_redoing_finished_runs"],  # CLI
+    "python cli.py ablate --store --variants --config --set": [
+        "tests/test_ablate.py::test_a_killed_ablation_continues_without_redoing_finished_runs"],
+    "python cli.py ablate --store --config --seeds --out": [
+        "tests/test_ablate.py::test_a_killed_ablation_continues_without_redoing_finished_runs",
+        "Makefile:ablation"],
+    "make ablation": ["Makefile:ablation"],
     "python cli.py score --annotations --predictions": [
         "tests/test_scoring.py::test_cli_round_trip"],                                        # CLI
     "python cli.py score --json-out": ["tests/test_scoring.py::test_cli_round_trip"],

@@ -8,7 +8,8 @@ different fingerprint (other features) gives a warning.  Writes into the run dir
                                 type, correct
     report_<split>.json         the scorer's report (+ the majority baseline under "baseline")
     report_<split>.md           markdown table: accuracy and the train-split majority baseline
-    plots/<split>_types.png, <split>_confusion.png, <split>_curvature.png, training_curves.png
+    plots/<split>_types.png, <split>_confusion.png, <split>_curvature.png, training_curves.png,
+          <split>_poincare.png, <split>_tsne.png (embedding views, train/views.py)
 
 Everything the scorer needs comes from the store's question arrays (ids, type index ->
 ``attrs['type_names']``, answer index -> ``attrs['answer_vocab']`` or, for multiple choice,
@@ -31,6 +32,7 @@ from .distributed import resolve_device
 from .runs import CONFIG_FILE, STORE_FILE, read_json, read_metrics, resolve_run_dir, write_json_atomic
 from .predict import predict, prediction_map
 from .scoring import format_table, majority_baseline, score, write_predictions
+from .views import embedding_views
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +199,9 @@ def evaluate(run_dir: str | Path | None = None, store: str | None = None, split:
         if finite.size:
             files["plot_curvature"] = str(plot_curvature(finite, pdir / f"{split}_curvature.png",
                                                          title=f"{run.name} {split}"))
+        files.update(embedding_views(model, data, split, [by_id[int(q)].answer for q in
+                                                          info.question_ids.tolist()],
+                                     pdir, title=f"{run.name} {split}"))
         metrics = read_metrics(run)
         if metrics:
             files["plot_training"] = str(plot_training_curves(metrics,

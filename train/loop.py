@@ -23,6 +23,7 @@ from model import build_model, count_parameters, variant_config
 
 from .checkpoint import (capture_rng, check_compatible, find_checkpoint, restore_rng,
                          save_checkpoint, tensorize)
+from .curvature import curvature_record
 from .config import TrainConfig, config_dict, load_train_config, resume_config
 from .data import DataError, StoreData, batch_indices, epoch_order, open_store, store_dims, video_grouped_order
 from .distributed import (DistContext, all_reduce_sum, barrier, broadcast_object,
@@ -31,8 +32,9 @@ from .evaluate import store_records, store_vocabulary
 from .optim import make_optimizers, make_schedulers
 from .predict import Predictor, prediction_map
 from .progress import LossDisplay, console_for, progress_bar
+from .plots import plot_curvature_epochs
 from .runs import (CONFIG_FILE, STORE_FILE, RunError, append_metrics, close_logger, new_run_dir,
-                   read_json, resolve_run_dir, run_logger, set_latest, truncate_metrics,
+                   read_json, read_metrics, resolve_run_dir, run_logger, set_latest, truncate_metrics,
                    write_json_atomic)
 from .scoring import score
 from .step import (EagerStep, GraphStep, StepSettings, graph_autocast, graphs_possible, pack_plans,
@@ -274,6 +276,7 @@ class Trainer:
                 t0 = time.perf_counter()
                 row = self.train_epoch(epoch, step_fn, progress)
                 improved = self.validate(row)
+                self.record_curvature(row)
                 row["time"] = time.perf_counter() - t0
                 self.save(row, improved)
                 if on_epoch is not None:
@@ -281,6 +284,10 @@ class Trainer:
                 stopped = self._stop_reason(epoch)
                 if stopped != "completed":
                     break
+        if self.ctx.is_main:
+            plot_curvature_epochs(read_metrics(self.run_dir),
+                                  self.run_dir / "plots" / "curvature_epochs.png",
+                                  title=f"{self.run_dir.name}: per-video curvature c")
         return self._result(stopped, row)
 
     def _result(self, stopped: str, row: dict) -> RunResult:
@@ -385,6 +392,21 @@ class Trainer:
             s.best_val, s.best_epoch, improved = -row["train_loss"], epoch, True
         row["best"] = improved
         return improved
+
+    def record_curvature(self, row: dict) -> None:
+        """Per-video curvature statistics of the train and val videos (main process only)."""
+        if not self.ctx.is_main:
+            return
+        splits = [self.cfg.train_split] + ([self.cfg.val_split] if self.cfg.val_split else [])
+        record = curvature_record(self.model, self.data, splits, float(self.model_cfg.k0),
+                                  self.cfg.eval_batch_size, self.model_cfg.curvature == "adaptive",
+                                  self.warn)
+        if record is not None:
+            row["curvature"] = record
+
+    def warn(self, msg: str) -> None:
+        self.logger.warning(msg)
+        self.console.log(f"[yellow]warning:[/yellow] {msg}")
 
     def save(self, row: dict, improved: bool) -> None:
         if self.ctx.is_main:

@@ -125,3 +125,60 @@ def plot_training_curves(metrics: Sequence[Mapping[str, Any]], path: str | Path,
         ax.grid(alpha=0.3)
     fig.suptitle(title, y=1.03)
     return _save(fig, path)
+
+
+def plot_curvature_epochs(metrics: Sequence[Mapping[str, Any]], path: str | Path,
+                          title: str = "") -> Path | None:
+    """The per-video curvature per epoch (``curvature`` of ``metrics.jsonl`` rows): mean, the
+    5th-95th percentile band and min/max, one panel per split; None when no row has it."""
+    rows = [m for m in metrics if m.get("curvature")]
+    if not rows:
+        return None
+    plt = _pyplot()
+    splits = list(dict.fromkeys(s for m in rows for s in m["curvature"]))
+    fig, axes = plt.subplots(1, len(splits), figsize=(6 * len(splits), 4), squeeze=False)
+    for ax, split in zip(axes[0], splits):
+        have = [m for m in rows if split in m["curvature"]]
+        ep = [m["epoch"] for m in have]
+
+        def col(key):
+            return np.array([m["curvature"][split][key] for m in have], dtype=float)
+
+        ax.fill_between(ep, col("p5"), col("p95"), alpha=0.3, label="5th-95th percentile")
+        ax.plot(ep, col("mean"), "o-", label="mean")
+        ax.plot(ep, col("min"), ":", color="gray", label="min / max")
+        ax.plot(ep, col("max"), ":", color="gray")
+        ax.set_title(f"{split} videos")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("curvature c")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "per-video curvature over epochs", y=1.03)
+    return _save(fig, path)
+
+
+def plot_ablation(summary: Mapping[str, Any], path: str | Path) -> Path:
+    """Grouped bars per variant: overall and group accuracies, mean with +- 1 std over seeds."""
+    plt = _pyplot()
+    variants = summary["variants"]
+    names = list(variants)
+    groups = list(dict.fromkeys(g for s in variants.values() for g in s["groups"]))
+    keys = ["overall"] + groups
+    width = 0.8 / len(keys)
+    fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(names) + 2), 4.5))
+    x = np.arange(len(names))
+    for i, key in enumerate(keys):
+        stats = [variants[n]["overall"] if key == "overall" else variants[n]["groups"].get(key, {})
+                 for n in names]
+        mean = [np.nan if s.get("mean") is None else s["mean"] for s in stats]
+        std = [0.0 if s.get("std") is None else s["std"] for s in stats]
+        ax.bar(x + (i - (len(keys) - 1) / 2) * width, mean, width, yerr=std, capsize=2, label=key)
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=len(keys))
+    n_seeds = len(summary.get("seeds", []))
+    ax.set_title(f"ablation on the {summary.get('split', 'test')} split: mean ± std over "
+                 f"{n_seeds} seed(s)")
+    return _save(fig, path)
