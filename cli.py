@@ -18,6 +18,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+#: the line Ctrl-C prints (exit status 130); a command sets it once it knows how to go on
+_interrupt_hint = ["interrupted"]
+
+
+def on_interrupt(hint: str) -> None:
+    _interrupt_hint[0] = hint
+
+
 store_app = typer.Typer(help="Inspect and check a feature store (feats.h5 + feats.shards/).",
                         no_args_is_help=True)
 app.add_typer(store_app, name="store")
@@ -162,6 +170,8 @@ def extract_cmd(
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     console = Console()
+    on_interrupt("interrupted: the shards written so far are kept; run the same command again "
+                 "to resume")
     overrides = {"videos": videos, "annotations": annotations, "out": out, "T": segments, "fps": fps,
                  "sampling": sampling, "clip_model": clip_model, "clip_weights": clip_weights,
                  "vggish_weights": vggish_weights, "vggish_postprocess": vggish_postprocess,
@@ -357,9 +367,10 @@ def train_cmd(
     from rich.console import Console
 
     from store.config_io import parse_set_options
-    from train import prepare_config, train
+    from train import RunInterrupted, prepare_config, train
 
     console = Console(stderr=True)
+    on_interrupt("interrupted before the run started; nothing was written")
     try:
         overrides = {"store": store, "variant": variant, "out": out, "name": name,
                      "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
@@ -367,6 +378,9 @@ def train_cmd(
         overrides.update(parse_set_options(set_))
         cfg, _ = prepare_config(config, overrides, resume)
         result = train(cfg, resume=resume)
+    except RunInterrupted as exc:
+        on_interrupt(exc.hint)
+        raise
     except _train_errors() as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
@@ -517,7 +531,12 @@ def score_cmd(
 
 
 def main() -> None:
-    app()
+    try:
+        app()   # typer turns Ctrl-C (KeyboardInterrupt) into exit status 130, silently
+    except SystemExit as exc:
+        if exc.code == 130:
+            typer.echo(_interrupt_hint[0], err=True)
+        raise
 
 
 if __name__ == "__main__":

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,12 +53,16 @@ def default_workers() -> int:
 
 @contextmanager
 def single_threaded_env() -> Iterator[None]:
-    """Within the block, the thread variables are 1 (processes spawned here inherit that)."""
+    """Within the block, the thread variables are 1 and SIGINT is blocked in this thread;
+    processes spawned here inherit both, and keep SIGINT blocked until :func:`init_worker`
+    ignores it (Ctrl-C reaches the whole process group: the main process alone handles it)."""
     old = {k: os.environ.get(k) for k in THREAD_VARS}
     os.environ.update({k: "1" for k in THREAD_VARS})
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -66,8 +72,12 @@ def single_threaded_env() -> Iterator[None]:
 
 def init_worker(nice: int = 0) -> None:
     """ProcessPoolExecutor initializer: one thread per library in this process; ``nice`` > 0
-    lowers the worker's CPU priority (the encoders in the main process come first)."""
+    lowers the worker's CPU priority (the encoders in the main process come first).  SIGINT is
+    ignored: the main process handles Ctrl-C and shuts the workers down."""
     os.environ.update({k: "1" for k in THREAD_VARS})
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if nice > 0:
         try:
             os.nice(int(nice))

@@ -11,7 +11,7 @@ from .distributed import DistContext, init_distributed
 from .evaluate import StoreMismatchWarning, evaluate, records_for_rows, store_vocabulary
 from .loop import RunResult, prepare_config, train
 from .predict import Predictor, predict
-from .runs import RunError, read_metrics, resolve_run_dir
+from .runs import RunError, RunInterrupted, read_metrics, resolve_run_dir
 from .scoring import (ScoringError, format_table, majority_baseline, read_predictions, score,
                       write_predictions)
 
@@ -22,7 +22,7 @@ __all__ = [
     "StoreData", "Batch", "open_store", "store_dims", "reference_batch", "DataError",
     "Checkpoint", "CheckpointError", "find_checkpoint", "save_checkpoint", "check_compatible",
     "DistContext", "init_distributed",
-    "RunError", "read_metrics", "resolve_run_dir",
+    "RunError", "RunInterrupted", "read_metrics", "resolve_run_dir",
     "score", "read_predictions", "write_predictions", "format_table", "majority_baseline",
     "ScoringError",
 ]

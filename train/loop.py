@@ -33,8 +33,9 @@ from .optim import make_optimizers, make_schedulers
 from .predict import Predictor, prediction_map
 from .progress import LossDisplay, console_for, progress_bar
 from .plots import plot_curvature_epochs
-from .runs import (CONFIG_FILE, STORE_FILE, RunError, append_metrics, close_logger, new_run_dir,
-                   read_json, read_metrics, resolve_run_dir, run_logger, set_latest, truncate_metrics,
+from .runs import (CONFIG_FILE, STORE_FILE, RunError, RunInterrupted, append_metrics, close_logger,
+                   new_run_dir, read_json, read_metrics, resolve_run_dir, run_logger, set_latest,
+                   truncate_metrics,
                    write_json_atomic)
 from .scoring import score
 from .step import (EagerStep, GraphStep, StepSettings, graph_autocast, graphs_possible, pack_plans,
@@ -140,6 +141,9 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume, on_epoch) -> RunResult:
     try:
         trainer = Trainer(cfg, ctx, run_dir, resume is not None, store, dims, model_cfg, logger)
         return trainer.run(on_epoch)
+    except KeyboardInterrupt:
+        logger.info("interrupted (Ctrl-C)")
+        raise RunInterrupted(run_dir) from None
     except BaseException as exc:
         logger.exception(f"training failed: {exc!r}")
         raise

@@ -24,6 +24,21 @@ class RunError(RuntimeError):
     """A run directory is missing, incomplete, or would be overwritten."""
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; ``hint`` says how to go on from what the run directory holds."""
+
+    def __init__(self, run_dir: str | Path):
+        super().__init__(str(run_dir))
+        self.run_dir = Path(run_dir)
+
+    @property
+    def hint(self) -> str:
+        if (self.run_dir / CONFIG_FILE).is_file() and (self.run_dir / STORE_FILE).is_file():
+            return f"interrupted: continue with  python cli.py train --resume {self.run_dir}"
+        return (f"interrupted before run {self.run_dir} had saved its config; nothing to resume, "
+                "start the run again")
+
+
 def write_json_atomic(path: str | Path, obj) -> None:
     """Write JSON to a temp file beside ``path`` and rename it into place."""
     path = Path(path)
