@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 BACKENDS = ("triton", "mamba-ssm", "mambapy")
 
 
+class BackendUnavailable(RuntimeError):
+    """A forced Mamba backend cannot run on this machine; the message says what is missing."""
+
+
 @functools.lru_cache(maxsize=1)
 def _mamba_ssm_import_error() -> str | None:
     """None if ``mamba_ssm.Mamba`` imports, else the reason it does not."""
@@ -41,7 +45,7 @@ def resolve_backend(requested: str = "auto", d_state: int = 16, d_conv: int = 4)
     """Which Mamba implementation to use: (backend, reason).
 
     ``requested`` is "auto", "triton", "mamba-ssm" or "mambapy".  Forcing a CUDA backend where it
-    cannot run raises RuntimeError saying what is missing.
+    cannot run raises :class:`BackendUnavailable` (a RuntimeError) saying what is missing.
     """
     if requested not in ("auto", *BACKENDS):
         raise ValueError(f"unknown Mamba backend {requested!r}; use one of {['auto', *BACKENDS]}")
@@ -49,20 +53,19 @@ def resolve_backend(requested: str = "auto", d_state: int = 16, d_conv: int = 4)
         return "mambapy", "requested"
     has_cuda = torch.cuda.is_available()
     if requested in ("triton", "mamba-ssm") and not has_cuda:
-        raise RuntimeError(f"backend {requested!r} requested but CUDA is not available "
-                           "(use backend='mambapy' or 'auto')")
+        raise BackendUnavailable(f"backend {requested!r} requested but CUDA is not available")
     pow2 = all(v > 0 and v & (v - 1) == 0 for v in (d_state, d_conv))  # Triton block widths
     no_triton = None if scan.available() and pow2 else "triton is not installed" \
         if not scan.available() else f"d_state = {d_state} or d_conv = {d_conv} is not a power of two"
     if requested == "triton":
         if no_triton is not None:
-            raise RuntimeError(f"backend 'triton' requested but {no_triton}")
+            raise BackendUnavailable(f"backend 'triton' requested but {no_triton}")
         return "triton", "requested"
     error = _mamba_ssm_import_error() if has_cuda else None
     if requested == "mamba-ssm":
         if error is not None:
-            raise RuntimeError(f"backend 'mamba-ssm' requested but mamba_ssm does not import: "
-                               f"{error} (install the [gpu] extra, or use backend='triton')")
+            raise BackendUnavailable(f"backend 'mamba-ssm' requested but mamba_ssm does not import: "
+                               f"{error} (install the [gpu] extra)")
         return "mamba-ssm", "requested"
     if not has_cuda:
         return "mambapy", "auto: CUDA not available"

@@ -265,10 +265,35 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_latest_alone(gen, t
     out = tmp_path / "runs"
     good = train(tiny_cfg(gen.path, out, epochs=1, name="good"))
     assert (out / "latest").resolve() == good.run_dir.resolve()
-    with pytest.raises(DataError, match="no answered questions|too few|has no questions"):
-        train(tiny_cfg(gen.path, out, epochs=1, name="bad", val_split="nosuchsplit"))
+    with pytest.raises(DataError, match="too few"):
+        train(tiny_cfg(gen.path, out, epochs=1, name="bad", batch_size=10_000, drop_last=True))
     # the failed run keeps its folder and log, but eval's default stays the good run
     assert (out / "bad" / "train.log").is_file()
+    assert (out / "latest").resolve() == good.run_dir.resolve()
+
+
+@pytest.mark.parametrize("sets,message", [
+    (["train_split=nosuchsplit"], "split 'nosuchsplit' has no questions (the store's splits: "),
+    (["val_split=dev"], "split 'dev' has no questions"),
+    pytest.param(["model.backend=mamba-ssm"], "model.backend: backend 'mamba-ssm' requested but "
+                 "CUDA is not available; use --set model.backend=auto",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is here")),
+])
+def test_a_run_that_cannot_start_is_refused_before_its_folder_exists(gen, tmp_path, sets, message):
+    """Missing splits and a forced backend that cannot run: exit 2, the reason, no traceback,
+    no run folder, and runs/latest untouched."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    out = tmp_path / "runs"
+    good = train(tiny_cfg(gen.path, out, epochs=1, name="good"))
+    args = ["train", "--store", str(gen.path), "--out", str(out), "--name", "bad", "--no-progress"]
+    res = CliRunner().invoke(app, args + [a for s in sets for a in ("--set", s)],
+                             env={"COLUMNS": "400"})
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output, res.output
+    assert not (out / "bad").exists()
     assert (out / "latest").resolve() == good.run_dir.resolve()
 
 

@@ -33,6 +33,16 @@ class DataError(ValueError):
     """A store does not fit the run (schema, dims, split) — the message names the field."""
 
 
+def check_splits(store: FeatureStore, names: Iterable[str]) -> None:
+    """DataError naming the first of ``names`` without questions, and the splits there are."""
+    for name in names:
+        if store.split_rows(name).size == 0:
+            have, counts = np.unique(store.questions("split").astype(str), return_counts=True)
+            there = ", ".join(f"{h} ({c})" for h, c in zip(have, counts)) or "none"
+            raise DataError(f"store {store.path}: split {name!r} has no questions (the store's "
+                            f"splits: {there})")
+
+
 def store_dims(store: FeatureStore) -> dict:
     """The dims of a store that a model/checkpoint depends on."""
     a = store.attrs

@@ -19,13 +19,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from model import build_model, count_parameters, variant_config
+from model import BackendUnavailable, build_model, count_parameters, resolve_backend, variant_config
+from store.config_io import ConfigError
 
 from .checkpoint import (capture_rng, check_compatible, find_checkpoint, restore_rng,
                          save_checkpoint, tensorize)
 from .curvature import curvature_record
 from .config import TrainConfig, config_dict, load_train_config, resume_config
-from .data import DataError, StoreData, batch_indices, epoch_order, open_store, store_dims, video_grouped_order
+from .data import DataError, StoreData, batch_indices, check_splits, epoch_order, open_store, store_dims, video_grouped_order
 from .distributed import (DistContext, all_reduce_sum, barrier, broadcast_object,
                           init_distributed, rank_slice, shutdown)
 from .evaluate import store_records, store_vocabulary
@@ -130,6 +131,11 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume, on_epoch) -> RunResult:
     store = open_store(cfg.store)
     dims = store_dims(store)
     model_cfg = model_config_for(cfg.variant, cfg.model, dims, cfg.store)
+    try:  # a forced backend that cannot run here fails before a run directory exists
+        resolve_backend(model_cfg.backend, model_cfg.d_state, model_cfg.d_conv)
+    except BackendUnavailable as exc:
+        raise ConfigError(f"model.backend: {exc}; use --set model.backend=auto") from None
+    check_splits(store, [cfg.train_split] + ([cfg.val_split] if cfg.val_split else []))
     run_dir: Path | None = None
     if resume is not None:
         run_dir = resolve_run_dir(resume)
