@@ -51,7 +51,7 @@ def test_eval_writes_predictions_reports_and_plots(trained):
     test_ids = set(store.question_ids[store.split_rows("test")].tolist())
     preds = read_predictions(run / "predictions_test.jsonl")
     assert set(preds) == test_ids                                  # covers the split
-    for key in ("overall", "groups", "types", "count", "missing", "baseline"):
+    for key in ("overall", "groups", "types", "count", "missing", "majority_baseline"):
         assert key in report
     assert set(report["groups"]) == {"Audio", "Visual", "Audio-Visual"}
     assert len(report["types"]) == 9 and report["count"] == len(test_ids)
@@ -61,7 +61,8 @@ def test_eval_writes_predictions_reports_and_plots(trained):
     again = score(records, preds, store_vocabulary(store.attrs))
     assert again == {k: report[k] for k in again}
     on_disk = json.loads((run / "report_test.json").read_text())
-    assert on_disk["overall"] == report["overall"] and on_disk["baseline"] == report["baseline"]
+    assert on_disk["overall"] == report["overall"]
+    assert on_disk["majority_baseline"] == report["majority_baseline"]    # score --json-out's key
     md = (run / "report_test.md").read_text()
     assert "| **Overall** |" in md and "majority baseline" in md
     for name in ("test_types.png", "test_confusion.png", "test_curvature.png",
@@ -72,7 +73,7 @@ def test_eval_writes_predictions_reports_and_plots(trained):
 def test_eval_predictions_equal_a_per_question_reference(trained):
     gen, run = trained
     evaluate(run, split="val", checkpoint="last", plots=False)
-    preds = read_predictions(run / "predictions_val.jsonl")
+    preds = read_predictions(run / "predictions_val-last.jsonl")
     ckpt = find_checkpoint(run, "last")
     model = build_model(SHMambaConfig(**ckpt.meta["model_config"]))
     ckpt.load_weights(model)
@@ -119,6 +120,43 @@ def test_other_features_same_dims_warn_and_missing_videos_count_as_missing(train
     assert any(issubclass(c.category, StoreMismatchWarning) for c in caught)
     assert report["missing"] == 2
     assert report["count"] == int((gen.splits == "test").sum()) + 2
+
+
+def test_other_checkpoints_and_stores_never_overwrite_the_default_results(trained, tmp_path):
+    """``--checkpoint last`` and ``--store other.h5`` write to their own names; the best
+    checkpoint's results on the run's store stay byte for byte; ``--no-plots`` removes the
+    plots that would no longer match; the foreign-store warning is printed once."""
+    from typer.testing import CliRunner
+
+    import cli
+
+    gen, run = trained
+    evaluate(run, split="test")
+    default = {p.name: p.read_bytes() for p in list(run.glob("*_test.*")) + list(run.glob("plots/test_*"))}
+    assert {"report_test.json", "predictions_test.jsonl", "test_types.png"} <= set(default)
+    other = make_store(tmp_path / "other.h5", seed=9)
+    fp = FeatureStore(other.path).identity()["fingerprint"][:8]
+    runner = CliRunner()
+    res = runner.invoke(cli.app, ["eval", "--run", str(run), "--checkpoint", "last"],
+                        env={"COLUMNS": "400"})
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(cli.app, ["eval", "--run", str(run), "--store", str(other.path)],
+                        env={"COLUMNS": "400"})
+    assert res.exit_code == 0, res.output
+    assert res.output.count("is not the store it was trained on") == 1, res.output
+    for name in (f"report_test-store-{fp}.json", "report_test-last.json",
+                 "predictions_test-last.jsonl", f"plots/test-store-{fp}_types.png"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "report_test-last.json").read_text())["checkpoint"] == \
+        find_checkpoint(run, "last").path.name
+    for name, data in default.items():
+        assert (run / name if not name.startswith("test_") else run / "plots" / name).read_bytes() \
+            == data, name
+    res = runner.invoke(cli.app, ["eval", "--run", str(run), "--store", str(other.path),
+                                  "--no-plots"], env={"COLUMNS": "400"})
+    assert res.exit_code == 0, res.output
+    assert not list((run / "plots").glob(f"test-store-{fp}_*"))
+    assert (run / "plots" / "test_types.png").read_bytes() == default["test_types.png"]
 
 
 def test_multiple_choice_store_predicts_option_indices(tmp_path):

@@ -2,14 +2,19 @@
 
 Defaults: the latest run (``runs/latest``) and the store recorded in it.  A store whose dims
 differ from the checkpoint's is refused (the error names the dims); one with the same dims but a
-different fingerprint (other features) gives a warning.  Writes into the run directory::
+different fingerprint (other features) gives a warning.  Writes into the run directory, with
+``<name>`` = the split for the best checkpoint on the store the run was trained on, and the split
+plus ``-<checkpoint>`` and/or ``-store-<fingerprint[:8]>`` otherwise (:func:`output_name`), so
+no evaluation overwrites another's files::
 
-    predictions_<split>.jsonl   one object per question: question_id, answer, (option), video_id,
+    predictions_<name>.jsonl    one object per question: question_id, answer, (option), video_id,
                                 type, correct
-    report_<split>.json         the scorer's report (+ the majority baseline under "baseline")
-    report_<split>.md           markdown table: accuracy and the train-split majority baseline
-    plots/<split>_types.png, <split>_confusion.png, <split>_curvature.png, training_curves.png,
-          <split>_poincare.png, <split>_tsne.png (embedding views, train/views.py)
+    report_<name>.json          the scorer's report (+ the majority baseline under
+                                "majority_baseline", as ``score --json-out`` writes it)
+    report_<name>.md            markdown table: accuracy and the train-split majority baseline
+    plots/<name>_types.png, <name>_confusion.png, <name>_curvature.png, training_curves.png,
+          <name>_poincare.png, <name>_tsne.png (embedding views, train/views.py)
+                                (without plots, this name's earlier plots are removed)
 
 Everything the scorer needs comes from the store's question arrays (ids, type index ->
 ``attrs['type_names']``, answer index -> ``attrs['answer_vocab']`` or, for multiple choice,
@@ -35,6 +40,10 @@ from .scoring import format_table, majority_baseline, score, write_predictions
 from .views import embedding_views
 
 log = logging.getLogger(__name__)
+
+
+#: the plots of one evaluation: plots/<name>_<kind>.png
+PLOT_KINDS = ("types", "confusion", "curvature", "poincare", "tsne")
 
 
 class StoreMismatchWarning(UserWarning):
@@ -93,12 +102,23 @@ def store_records(store, info: SplitInfo) -> list[QARecord]:
     return records_for_rows(store, info.q_rows)
 
 
+def output_name(split: str, checkpoint: str, ckpt_name: str, foreign_fingerprint: str | None) -> str:
+    """The name of an evaluation's files: the split, tagged with the checkpoint unless it is
+    ``best`` and with the store's fingerprint when it is not the store the run was trained on."""
+    name = split
+    if checkpoint != "best":
+        name += f"-{checkpoint if checkpoint == 'last' else ckpt_name}"
+    if foreign_fingerprint:
+        name += f"-store-{foreign_fingerprint[:8]}"
+    return name
+
+
 def evaluate(run_dir: str | Path | None = None, store: str | None = None, split: str = "test",
              checkpoint: str = "best", *, out: str | Path = "runs", device: str = "auto",
              batch_size: int | None = None, backend: str | None = None, plots: bool = True,
              baseline_split: str = "train") -> dict[str, Any]:
     """Evaluate a run's checkpoint on ``split``; write predictions, reports and plots into the
-    run directory; return the scorer's report with ``"baseline"`` (majority answer per type from
+    run directory; return the scorer's report with ``"majority_baseline"`` (majority answer per type from
     ``baseline_split``, if the store has it), ``"files"`` and ``"table"`` added."""
 
     from model import SHMambaConfig, build_model
@@ -116,12 +136,15 @@ def evaluate(run_dir: str | Path | None = None, store: str | None = None, split:
     check_compatible(ckpt.meta, dims=dims, where=f"checkpoint {ckpt.path}")
     identity = fs.identity()
     trained_on = ckpt.meta.get("store", recorded_store)
-    if trained_on.get("fingerprint") and trained_on.get("fingerprint") != identity["fingerprint"]:
+    foreign = bool(trained_on.get("fingerprint")) and \
+        trained_on.get("fingerprint") != identity["fingerprint"]
+    name = output_name(split, checkpoint, ckpt.path.name, identity["fingerprint"] if foreign else None)
+    if foreign:
         msg = (f"store {store_path} has the checkpoint's dims but is not the store it was trained "
                f"on (fingerprint {identity['fingerprint'][:12]} vs "
-               f"{str(trained_on.get('fingerprint'))[:12]} of {trained_on.get('path')})")
+               f"{str(trained_on.get('fingerprint'))[:12]} of {trained_on.get('path')}); "
+               f"results go to *_{name}.*")
         warnings.warn(msg, StoreMismatchWarning, stacklevel=2)
-        log.warning(msg)
 
     dev = resolve_device(device)
     mcfg = dict(ckpt.meta["model_config"])
@@ -170,38 +193,40 @@ def evaluate(run_dir: str | Path | None = None, store: str | None = None, split:
                     "correct": bool(correct) if r.answer else None})
         rows.append(row)
     files: dict[str, str] = {}
-    files["predictions"] = str(write_predictions(run / f"predictions_{split}.jsonl", rows))
+    files["predictions"] = str(write_predictions(run / f"predictions_{name}.jsonl", rows))
     table = format_table(report, baseline, name=f"{run.name} ({ckpt.path.name})",
                          baseline_name="majority baseline") if records else ""
     full = {**report, "split": split, "checkpoint": ckpt.path.name, "epoch": ckpt.meta.get("epoch"),
-            "store": identity, "unanswered": unanswered, "baseline": baseline}
-    write_json_atomic(run / f"report_{split}.json", full)
-    files["report_json"] = str(run / f"report_{split}.json")
+            "store": identity, "unanswered": unanswered, "majority_baseline": baseline}
+    write_json_atomic(run / f"report_{name}.json", full)
+    files["report_json"] = str(run / f"report_{name}.json")
     md = (f"# {run.name}: {split} split, checkpoint {ckpt.path.name} (epoch "
           f"{ckpt.meta.get('epoch')})\n\nStore `{identity['path']}` (fingerprint "
           f"`{identity['fingerprint'][:16]}`), variant `{ckpt.meta.get('variant')}`.\n\n" + table)
     if unanswered:
         md += f"\n{unanswered} question(s) of the split have no answer and are not scored.\n"
-    (run / f"report_{split}.md").write_text(md, encoding="utf-8")
-    files["report_md"] = str(run / f"report_{split}.md")
+    (run / f"report_{name}.md").write_text(md, encoding="utf-8")
+    files["report_md"] = str(run / f"report_{name}.md")
 
+    pdir = run / "plots"
+    for kind in PLOT_KINDS:   # an earlier evaluation's plots would no longer match this report
+        (pdir / f"{name}_{kind}.png").unlink(missing_ok=True)
     if plots:
-        pdir = run / "plots"
         pdir.mkdir(exist_ok=True)
         if records:
-            files["plot_types"] = str(plot_type_accuracy(report, pdir / f"{split}_types.png",
+            files["plot_types"] = str(plot_type_accuracy(report, pdir / f"{name}_types.png",
                                                          baseline=baseline, title=f"{run.name} {split}"))
             labels, true, pred = _confusion_inputs(data, info, preds.pred)
             files["plot_confusion"] = str(plot_confusion(true, pred, labels,
-                                                         pdir / f"{split}_confusion.png",
+                                                         pdir / f"{name}_confusion.png",
                                                          title=f"{run.name} {split}"))
         finite = preds.curvature[np.isfinite(preds.curvature)]
         if finite.size:
-            files["plot_curvature"] = str(plot_curvature(finite, pdir / f"{split}_curvature.png",
+            files["plot_curvature"] = str(plot_curvature(finite, pdir / f"{name}_curvature.png",
                                                          title=f"{run.name} {split}"))
         files.update(embedding_views(model, data, split, [by_id[int(q)].answer for q in
                                                           info.question_ids.tolist()],
-                                     pdir, title=f"{run.name} {split}"))
+                                     pdir, title=f"{run.name} {split}", name=name))
         metrics = read_metrics(run)
         if metrics:
             files["plot_training"] = str(plot_training_curves(metrics,

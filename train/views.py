@@ -104,8 +104,10 @@ def _scatter(points: np.ndarray, labels: list[str], path: Path, title: str, disk
 
 def embedding_views(model: torch.nn.Module, data: StoreData, split: str,
                     question_labels: Sequence[str], out_dir: str | Path, title: str,
-                    batch_size: int = 512) -> dict[str, str]:
-    """Write ``<split>_poincare.png`` and ``<split>_tsne.png``; {} with fewer than 4 videos."""
+                    batch_size: int = 512, name: str | None = None) -> dict[str, str]:
+    """Write ``<name>_poincare.png`` and ``<name>_tsne.png`` (``name`` defaults to the split);
+    {} with fewer than 4 videos."""
+    name = name or split
     emb = video_embeddings(model, data, split, batch_size)
     if len(emb.video_local) < 4:
         return {}
@@ -114,11 +116,11 @@ def embedding_views(model: torch.nn.Module, data: StoreData, split: str,
     labels = video_labels(data.splits[split].video_local, question_labels, emb.video_local)
     curv = "per-video c" if emb.curvature is not None else f"no curvature: c = k0 = {k0:g}"
     out_dir = Path(out_dir)
-    disk = _scatter(disk_points(w), labels, out_dir / f"{split}_poincare.png",
+    disk = _scatter(disk_points(w), labels, out_dir / f"{name}_poincare.png",
                     f"{title}: {len(w)} videos, Poincaré disk\nPCA in the tangent space at 0 "
                     f"(unit ball, {curv}), then expmap0", disk=True)
     pts, perplexity = tsne_points(w)
-    tsne = _scatter(pts, labels, out_dir / f"{split}_tsne.png",
+    tsne = _scatter(pts, labels, out_dir / f"{name}_tsne.png",
                     f"{title}: {len(w)} videos\nt-SNE (scikit-learn, perplexity {perplexity:.0f}) "
                     f"of pairwise Poincaré distances (unit ball, {curv})", disk=False)
     return {"plot_poincare": str(disk), "plot_tsne": str(tsne)}
