@@ -43,6 +43,7 @@ def store_info_cmd(
     from rich.console import Console
     from rich.table import Table
 
+    from extract.pipeline import short_error
     from store import StoreError, store_info
 
     try:
@@ -58,7 +59,8 @@ def store_info_cmd(
     table.add_column("value", overflow="fold")
     for key, value in info.items():
         if key == "failures":
-            value = f"{len(value)}" + "".join(f"\n{f['path']}: {f['error']}" for f in value[:10]) + \
+            value = f"{len(value)}" + "".join(f"\n{f['path']}: {short_error(f['path'], f['error'])}"
+                                              for f in value[:10]) + \
                 ("\n..." if len(value) > 10 else "")
         elif isinstance(value, dict):
             value = "\n".join(f"{k}: {json.dumps(v) if isinstance(v, dict) else v}" for k, v in value.items())
@@ -189,8 +191,9 @@ def extract_cmd(
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2)
     print_summary(summary, console)
-    if cfg.strict and summary.failures:
-        console.print(f"[red]--strict: {len(summary.failures)} video(s) failed[/red]")
+    failed = len(summary.failures) + len(summary.failed_before)
+    if cfg.strict and failed:
+        console.print(f"[red]--strict: {failed} video(s) failed[/red]")
         raise typer.Exit(1)
 
 

@@ -109,7 +109,13 @@ class ExtractConfig:
             raise ValueError("give either scheduler or dask_workers, not both")
         if not self.out:
             raise ValueError("out must name the store's entry file (e.g. feats.h5)")
+        if self.split not in ("", *SPLITS):   # the splits annotation file names can give
+            raise ValueError(f"split must be one of {', '.join(SPLITS)} (or empty for all), got "
+                             f"{self.split!r}")
 
+
+#: the splits a question can have (read from the annotation file names)
+SPLITS = ("train", "val", "test")
 
 #: encoder batch (frames) when ``batch_size`` is 0, by device type.  On the 2-core CPU machine
 #: ViT-B-32 ran 15 % faster per frame at 32 than at 256 (3.1 vs 3.7 s per 60 frames, fp32)

@@ -106,6 +106,8 @@ class ExtractSummary:
     questions_added: int = 0
     questions_skipped: int = 0       # already in the store
     questions_without_video: int = 0
+    #: inputs whose failure an earlier run recorded and that did not change since: not retried
+    failed_before: list[tuple[str, str]] = field(default_factory=list)
     shards_written: int = 0
     store_videos: int = 0
     store_questions: int = 0
@@ -607,6 +609,63 @@ def _check_compatible(attrs: dict, existing: dict, entry: Path) -> None:
             + "; use the store's settings or write a new store with --out")
 
 
+def recorded_failures(entry: Path) -> dict[str, tuple[str, float]]:
+    """Input path -> (error, when it was last recorded: the mtime of the newest shard holding
+    that failure), from every complete shard of the store."""
+    from store.index import read_shard_summary
+    from store.layout import complete_shards
+
+    known: dict[str, tuple[str, float]] = {}
+    for shard in complete_shards(entry):
+        s = read_shard_summary(shard)
+        when = shard.stat().st_mtime
+        for p, e in zip(s.failure_path.tolist(), s.failure_error.tolist()):
+            if when >= known.get(p, ("", -1.0))[1]:
+                known[p] = (e, when)
+    return known
+
+
+def _failed_before(path: str, mtime: float, known: dict, summary: ExtractSummary) -> bool:
+    """Whether ``path`` failed in an earlier run and was not modified since (then it is neither
+    decoded nor recorded again; a file changed after its failure is tried again)."""
+    hit = known.get(_utf8(path))
+    if hit is None or mtime > hit[1]:
+        return False
+    summary.failed_before.append((path, hit[0]))
+    return True
+
+
+def _not_failed_before(rejected: list[tuple[str, str]], known: dict,
+                       summary: ExtractSummary) -> list[tuple[str, str]]:
+    """The files that cannot be inputs, less those an earlier run recorded with the same reason."""
+    out = []
+    for path, err in rejected:
+        if known.get(_utf8(path), ("",))[0] == _utf8(err):
+            summary.failed_before.append((path, err))
+        else:
+            out.append((path, err))
+    return out
+
+
+def _check_something_to_do(cfg: ExtractConfig, entry: Path, inputs: bool, records: list,
+                           existing_attrs: dict | None) -> None:
+    """ExtractError when the run could write nothing: questions without any video (no video
+    inputs and no store; or, with ``questions_only``, none of their videos in the store)."""
+    from store import FeatureStore
+
+    if not cfg.questions_only and not inputs and existing_attrs is None:
+        raise ExtractError(f"nothing to extract: no videos ({', '.join(VIDEO_EXTENSIONS)}) under "
+                           f"{cfg.videos} and no store at {entry} for the {len(records)} "
+                           "question(s) of the annotations; check the --videos folder")
+    if cfg.questions_only and records:
+        with FeatureStore(entry) as fs:
+            in_store, have = set(fs.video_ids.tolist()), set(fs.question_ids.tolist())
+        if not any(r.video_id in in_store or r.question_id in have for r in records):
+            raise ExtractError(f"--questions-only: none of the {len(records)} question(s) is about "
+                               f"one of the {len(in_store)} videos in {entry}; extract their "
+                               "videos first (or check --annotations and --split)")
+
+
 class _Progress:
     """A rich progress bar (videos/s, ETA, failures), or nothing."""
 
@@ -697,6 +756,7 @@ def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> E
                 if not cfg.questions_only else "no questions in the annotations"
             raise ExtractError(f"nothing to extract: {what}" + ("" if cfg.questions_only else
                                " and no annotation files; check the --videos folder"))
+        _check_something_to_do(cfg, entry, bool(videos or rejected), records, existing_attrs)
         n_options = options_count(records) if records else \
             int(existing_attrs["n_options"]) if existing_attrs else 0
 
@@ -705,8 +765,12 @@ def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> E
         if existing_attrs is not None:
             with FeatureStore(entry) as fs:
                 have = fs.source_index()
+        known = recorded_failures(entry) if existing_attrs is not None else {}
+        rejected = _not_failed_before(rejected, known, summary)
         todo, changed = [], []
         for v in videos:
+            if v.video_id not in have and _failed_before(v.path, v.mtime, known, summary):
+                continue
             if v.video_id in have:
                 if have[v.video_id] == (v.size, v.mtime):
                     summary.videos_skipped += 1
@@ -837,6 +901,7 @@ def print_summary(summary: ExtractSummary, console: Any = None) -> None:
         ("videos skipped (already in the store)", summary.videos_skipped),
         ("videos changed on disk (re-extracted)", summary.videos_changed),
         ("failures", len(summary.failures)),
+        ("failed in an earlier run, unchanged (not retried)", len(summary.failed_before)),
         ("questions in the annotations", summary.questions_found),
         ("questions added", summary.questions_added),
         ("questions skipped (already in the store)", summary.questions_skipped),
@@ -855,13 +920,23 @@ def print_summary(summary: ExtractSummary, console: Any = None) -> None:
     if summary.random_weights:
         console.print("[bold yellow]RANDOM WEIGHTS:[/] " + ", ".join(summary.random_weights)
                       + " — these features are for tests and demos, not for real results.")
-    if summary.failures:
-        ft = Table(title=f"{len(summary.failures)} video(s) could not be used (recorded in the store)")
+    failed = [(p, e, "") for p, e in summary.failures] + \
+        [(p, e, " (earlier run)") for p, e in summary.failed_before]
+    if failed:
+        ft = Table(title=f"{len(failed)} video(s) could not be used (recorded in the store)")
         ft.add_column("path", overflow="fold")
         ft.add_column("error", overflow="fold")
-        for p, e in summary.failures:
-            ft.add_row(p, e)
+        for p, e, when in failed:
+            ft.add_row(p, short_error(p, e) + when)
         console.print(ft)
+
+
+def short_error(path: str, error: str) -> str:
+    """A failure's reason without the path the row already shows (decode errors start with it
+    and decord repeats it at the end)."""
+    for text in (str(path), _utf8(path)):
+        error = error.removeprefix(f"{text}: ").replace(f": '{text}'", "")
+    return error
 
 
 __all__ = ["extract", "print_summary", "ExtractSummary", "ExtractError", "EncodedVideo",

@@ -233,3 +233,72 @@ def test_nothing_to_extract_is_an_error_not_a_success(tmp_path):
     assert res.exit_code == 2, res.output
     assert "nothing to extract: no videos" in res.output
     assert not (tmp_path / "f.h5").exists()
+
+
+def test_failures_are_recorded_once_and_retried_only_when_the_file_changes(tmp_path):
+    """Two bad files, three runs: the second neither decodes nor records them again (no new
+    shard), and lists them as failed earlier; a bad file modified since is tried again."""
+    vids = tmp_path / "v"
+    make_video(vids / "ok.mp4", 1.0, audio=True)
+    make_corrupt(vids / "bad1.mp4")
+    make_corrupt(vids / "bad2.mp4")
+    cfg = ExtractConfig(videos=str(vids), out=str(tmp_path / "f.h5"), **BASE)
+    first = extract(cfg, progress=False)
+    assert len(first.failures) == 2 and first.failed_before == []
+    second = extract(cfg, progress=False)
+    assert (second.failures, second.shards_written, second.videos_skipped) == ([], 0, 1)
+    assert sorted(os.path.basename(p) for p, _ in second.failed_before) == ["bad1.mp4", "bad2.mp4"]
+    assert all("cannot open container" in e for _, e in second.failed_before)
+    assert len(store_info(tmp_path / "f.h5")["failures"]) == 2
+    later = os.stat(vids / "bad1.mp4").st_mtime + 3600
+    os.utime(vids / "bad1.mp4", (later, later))
+    third = extract(cfg, progress=False)
+    assert [os.path.basename(p) for p, _ in third.failures] == ["bad1.mp4"]
+    assert [os.path.basename(p) for p, _ in third.failed_before] == ["bad2.mp4"]
+
+
+def test_a_failure_row_names_its_path_once(tmp_path):
+    from cli import app
+
+    make_video(tmp_path / "v" / "ok.mp4", 1.0, audio=True)
+    make_corrupt(tmp_path / "v" / "broken.mp4")
+    args = ["extract", "--videos", str(tmp_path / "v"), "--out", str(tmp_path / "f.h5"), "-T", "4",
+            "--clip-weights", "random:0", "--vggish-weights", "random:0", "--workers", "0",
+            "--device", "cpu", "--image-size", "64", "--quiet"]
+    wide = {"COLUMNS": "1000"}
+    res = CliRunner().invoke(app, args, env=wide)
+    assert res.exit_code == 0, res.output
+    rows = [ln for ln in res.output.splitlines() if "broken.mp4" in ln]
+    assert len(rows) == 1 and rows[0].count("broken.mp4") == 1, rows
+    res = CliRunner().invoke(app, ["store", "info", str(tmp_path / "f.h5")], env=wide)
+    rows = [ln for ln in res.output.splitlines() if "broken.mp4" in ln]
+    assert len(rows) == 1 and rows[0].count("broken.mp4") == 1, rows
+
+
+@pytest.mark.parametrize("case", ["split_typo", "annotations_without_videos", "questions_only_none"])
+def test_nothing_to_do_is_an_error_before_the_encoders_load(data, tmp_path, case):
+    """A run that could write nothing exits 2 with the reason and changes no store."""
+    from cli import app
+
+    args = ["--clip-weights", "random:0", "--vggish-weights", "random:0", "-T", "4",
+            "--text-len", "8", "--image-size", "64", "--device", "cpu", "--quiet"]
+    out = tmp_path / "feats.h5"
+    if case == "split_typo":
+        args += ["--videos", str(data.vids), "--out", str(out), "--split", "tset"]
+        message = "split must be one of train, val, test"
+    elif case == "annotations_without_videos":
+        shutil.copytree(data.ann.parent, tmp_path / "only_qa")
+        args += ["--videos", str(tmp_path / "only_qa"), "--out", str(out)]
+        message = "nothing to extract: no videos"
+    else:
+        shutil.copy2(data.cfg.out, out)
+        shutil.copytree(data.dir / "feats.shards", tmp_path / "feats.shards")
+        ann = write_music_annotations(tmp_path / "other-test.json", [
+            (50, "elsewhere", '["Audio", "Counting"]', "How many instruments are sounding?", "one")])
+        args += ["--annotations", str(ann), "--out", str(out), "--questions-only"]
+        message = "none of the 1 question(s) is about one of the 4 videos"
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    res = CliRunner().invoke(app, ["extract"] + args, env={"COLUMNS": "400"})
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output, res.output
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
