@@ -596,9 +596,19 @@ def _vocab_from_attrs(attrs: dict) -> Any:
                       types=tuple(attrs["type_names"]), groups={})
 
 
-def _check_compatible(attrs: dict, existing: dict, entry: Path) -> None:
+#: extractor settings that change the video features without changing a store attribute
+VIDEO_FEATURE_SETTINGS = ("sampling", "image_size")
+
+
+def _check_compatible(attrs: dict, existing: dict, entry: Path, questions_only: bool = False) -> None:
     from store.attrs import attr_differences
 
+    was, now = existing.get("extractor_config") or {}, attrs.get("extractor_config") or {}
+    for k in () if questions_only else VIDEO_FEATURE_SETTINGS:
+        if k in was and k in now and was[k] != now[k]:   # stores of older versions lack some
+            raise ExtractError(f"the store {entry} was made with different settings: "
+                               f"--{k.replace('_', '-')} is {was[k]!r} there but {now[k]!r} now; "
+                               "use the store's settings or write a new store with --out")
     diff = attr_differences(attrs, existing)
     if diff:
         k = diff[0]
@@ -799,7 +809,7 @@ def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> E
             if cfg.questions_only:
                 attrs["encoders"] = dict(attrs["encoders"], audio=existing_attrs["encoders"]["audio"])
             if existing_attrs is not None:
-                _check_compatible(attrs, existing_attrs, entry)
+                _check_compatible(attrs, existing_attrs, entry, cfg.questions_only)
         except BaseException:
             if decoder is not None:
                 decoder.close()

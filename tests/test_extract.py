@@ -180,6 +180,17 @@ def test_incompatible_rerun_names_the_field(data):
         extract(cfg, progress=False)
 
 
+@pytest.mark.parametrize("setting,value,message", [
+    ("sampling", "uniform", "--sampling is 'truncate' there but 'uniform' now"),
+    ("image_size", 32, "--image-size is 64 there but 32 now")])
+def test_a_setting_that_changes_the_video_features_is_refused(data, setting, value, message):
+    """Like -T or --clip-model: a store is not extended with features made another way."""
+    before = sorted((p.name, p.stat().st_mtime) for p in (data.dir / "feats.shards").iterdir())
+    with pytest.raises(ExtractError, match=message):
+        extract(ExtractConfig(**dict(data.cfg.__dict__, **{setting: value})), progress=False)
+    assert sorted((p.name, p.stat().st_mtime) for p in (data.dir / "feats.shards").iterdir()) == before
+
+
 def test_cli_exit_status_with_and_without_strict(tmp_path):
     from cli import app
 
