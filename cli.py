@@ -54,6 +54,7 @@ def store_info_cmd(
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return
+    pending = info.pop("not_yet_indexed", None)
     table = Table(title=f"feature store {path}", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
@@ -66,6 +67,32 @@ def store_info_cmd(
             value = "\n".join(f"{k}: {json.dumps(v) if isinstance(v, dict) else v}" for k, v in value.items())
         table.add_row(key, str(value))
     Console().print(table)
+    if pending:
+        typer.echo(f"not in the index yet: {pending['shards']} complete shard(s) with "
+                   f"{pending['videos']} videos, {pending['questions']} questions and "
+                   f"{pending['failures']} failures (an extraction is running; if it was "
+                   f"interrupted, its next run or python cli.py store reindex {path} adds them)")
+
+
+@store_app.command("reindex")
+def store_reindex_cmd(
+    path: str = typer.Argument(..., help="The store's entry file, e.g. features/feats.h5."),
+) -> None:
+    """Rebuild the store's index (the entry file) from its complete shards."""
+    from store import StoreError, StoreLock, rebuild_index
+    from store.layout import complete_shards, shards_dir_of
+
+    if not complete_shards(path):
+        typer.echo(f"error: no complete shards in {shards_dir_of(path)}: nothing to index", err=True)
+        raise typer.Exit(2)
+    try:
+        with StoreLock(path):
+            counts = rebuild_index(path)
+    except StoreError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"OK: {path}: indexed {counts['shards']} shards, {counts['videos']} videos, "
+               f"{counts['questions']} questions")
 
 
 @store_app.command("verify")

@@ -317,6 +317,8 @@ def _utf8(text: str) -> str:
 #: one worker per core, the encoders (CPU) or the feeding of the GPU come first and decoding
 #: takes the remaining cycles
 DECODE_NICE = 10
+#: videos in the first shard a run writes (later shards hold ``shard_size``)
+FIRST_SHARD_VIDEOS = 8
 #: at most this many bytes of decoded videos are waiting (hand-off files in RAM) at the start of a run
 DECODE_AHEAD_BYTES = 8 << 30
 #: videos per decode worker submitted before the encoders are ready
@@ -533,10 +535,13 @@ def run_videos_local(todo: Sequence[VideoFile], cfg: ExtractConfig, enc: Encoder
 
     def flush(final: bool = False) -> None:
         nonlocal done, failures
-        while len(done) >= cfg.shard_size or (final and (done or failures)):
-            batch, done = done[:cfg.shard_size], done[cfg.shard_size:]
+        while len(done) >= shard_limit[0] or (final and (done or failures)):
+            batch, done = done[:shard_limit[0]], done[shard_limit[0]:]
             writer.submit(batch, failures)
-            failures = []
+            failures, shard_limit[0] = [], cfg.shard_size
+
+    # the run's first shard is small, so that progress shows on disk (store info) early
+    shard_limit = [min(cfg.shard_size, FIRST_SHARD_VIDEOS)]
 
     try:
         for v, res in decoder:
@@ -677,43 +682,74 @@ def _check_something_to_do(cfg: ExtractConfig, entry: Path, inputs: bool, record
 
 
 class _Progress:
-    """A rich progress bar (videos/s, ETA, failures), or nothing."""
+    """A rich progress bar (videos/s, ETA, failures) on a terminal; when the output is a file
+    or a pipe, a log line at every 10 % of the videos and at least every :data:`LOG_SECONDS`
+    (a bar would show nothing before the end there); or nothing."""
 
     def __init__(self, enabled: bool, console: Any = None):
         self.enabled = enabled
         self.bar = None
         self.task = None
         self.failures = 0
+        self.console = console
+        self.lines = False
         if enabled:
+            from rich.console import Console
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
+                                       TimeElapsedColumn)
 
+            self.console = console or Console()
+            self.lines = not self.console.is_terminal
             self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                                 MofNCompleteColumn(),
                                 TextColumn("{task.fields[rate]} videos/s"),
-                                TextColumn("ETA"), TimeRemainingColumn(),
+                                TextColumn("ETA {task.fields[eta]}"),
                                 TextColumn("elapsed"), TimeElapsedColumn(),
                                 TextColumn("[red]{task.fields[failures]} failed"),
-                                console=console, transient=False)
+                                console=self.console, transient=False, disable=self.lines)
 
     def start(self, total: int, what: str = "extracting") -> None:
         if self.bar is not None:
             self.bar.start()
-            self.t0 = time.monotonic()
-            self.task = self.bar.add_task(what, total=total, rate="-", failures=0)
+            self.t0 = self.logged_at = time.monotonic()
+            self.total, self.what, self.logged_tenth = total, what, 0
+            self.task = self.bar.add_task(what, total=total, rate="-", eta="-", failures=0)
 
     def advance(self, failed: bool = False) -> None:
         if self.bar is None:
             return
         self.failures += int(failed)
         self.bar.advance(self.task)
-        done = self.bar.tasks[0].completed
-        rate = done / max(time.monotonic() - self.t0, 1e-9)
-        self.bar.update(self.task, rate=f"{rate:.2f}", failures=self.failures)
+        done = int(self.bar.tasks[0].completed)
+        now = time.monotonic()
+        if done == 1:
+            self.first = now
+        # the mean rate since the first video (which may have been decoded while the encoders
+        # loaded, and failures are instant): rich's recent-window estimate swings early on
+        rate = (done - 1) / (now - self.first) if done > 1 and now > self.first else 0.0
+        eta = _clock((self.total - done) / rate) if rate else "-"
+        self.bar.update(self.task, rate=f"{rate:.2f}" if rate else "-", eta=eta,
+                        failures=self.failures)
+        tenth = done * 10 // max(self.total, 1)
+        if self.lines and (tenth > self.logged_tenth or now - self.logged_at >= LOG_SECONDS):
+            self.logged_tenth, self.logged_at = tenth, now
+            speed = f"{rate:.2f}" if rate else "-"
+            self.console.print(f"{self.what}: {done}/{self.total} videos, {self.failures} failed, "
+                               f"{speed} videos/s, ETA {eta}, elapsed {_clock(now - self.t0)}",
+                               highlight=False, soft_wrap=True)
 
     def stop(self) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+#: seconds between progress lines when the output is not a terminal
+LOG_SECONDS = 30.0
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> ExtractSummary:

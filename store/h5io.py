@@ -48,6 +48,10 @@ def open_h5(path: str | os.PathLike, what: str = "file") -> h5py.File:
     path = Path(path)
     if not path.exists():
         raise StoreError(f"{what} {path} does not exist")
+    if path.is_dir():   # e.g. the shard folder given for the entry file
+        entry = path.name[:-len(".shards")] + ".h5" if path.name.endswith(".shards") else "feats.h5"
+        raise StoreError(f"{what} {path} is a folder, not a file; a store is named by its entry "
+                         f"file: {path.parent / entry}")
     try:
         return h5py.File(path, "r")
     except OSError as exc:

@@ -87,7 +87,7 @@ def read_index(entry_path: str | os.PathLike) -> Index:
         attrs = read_attrs(f)
         if attrs.get("kind") != "entry" or "index" not in f:
             raise StoreError(f"{path} is not a feature store entry file (no 'kind=entry' attribute "
-                             "or 'index' group); rebuild it with store.rebuild_index")
+                             f"or 'index' group); rebuild it with: python cli.py store reindex {path}")
         if attrs.get("schema_version") != SCHEMA_VERSION:
             raise StoreError(f"{path}: store schema_version {attrs.get('schema_version')!r} differs from "
                              f"this code's schema version {SCHEMA_VERSION}")
@@ -108,7 +108,8 @@ def read_index(entry_path: str | os.PathLike) -> Index:
                           zip(read_str(f["failures/path"]).tolist(), read_str(f["failures/error"]).tolist())],
             )
         except KeyError as exc:
-            raise StoreError(f"{path}: entry file lacks a dataset ({exc}); rebuild it") from None
+            raise StoreError(f"{path}: entry file lacks a dataset ({exc}); rebuild it with: "
+                             f"python cli.py store reindex {path}") from None
 
 
 def _old_sha(entry: Path) -> dict[str, tuple[int, int, str]]:

@@ -54,7 +54,9 @@ class FeatureStore:
             actual = p.stat().st_size
             if actual != size:
                 raise StoreError(f"{self.path}: shard {p.name} changed size since indexing "
-                                 f"({size} -> {actual} bytes); verify the store and rebuild its index")
+                                 f"({size} -> {actual} bytes); check it with python cli.py store verify "
+                                 f"{self.path}, then rebuild the index with python cli.py store "
+                                 f"reindex {self.path}")
         self._offsets = {
             "videos": np.concatenate([[0], np.cumsum(index.shard_videos)]).astype(np.int64),
             "questions": np.concatenate([[0], np.cumsum(index.shard_questions)]).astype(np.int64),

@@ -95,6 +95,10 @@ def _check_crcs(f: h5py.File, name: str, attrs: dict, problems: list[str]) -> No
                                 f"computed {got[j]:#010x})")
 
 
+#: what a problem of the index says to do
+REINDEX = "(python cli.py store reindex PATH rebuilds it)"
+
+
 def _check_index(index: Index, shard_names: list[str], shard_rows: dict, shard_ids: dict,
                  sizes: dict, problems: list[str], shard_dir: Path) -> None:
     listed = list(index.shard)
@@ -103,7 +107,7 @@ def _check_index(index: Index, shard_names: list[str], shard_rows: dict, shard_i
             problems.append(f"index: shard {n} is listed but missing from {shard_dir}")
     for n in shard_names:
         if n not in listed:
-            problems.append(f"index: shard {n} is complete but not in the index (rebuild the index)")
+            problems.append(f"index: shard {n} is complete but not in the index " + REINDEX)
     for i, n in enumerate(listed):
         if n not in sizes:
             continue
@@ -119,14 +123,14 @@ def _check_index(index: Index, shard_names: list[str], shard_rows: dict, shard_i
         vids = [v for n in listed for v in shard_ids[n][0]]
         qids = [q for n in listed for q in shard_ids[n][1]]
         if vids != index.video_id.tolist():
-            problems.append("index: index/video_id does not match the shards' video ids (rebuild the index)")
+            problems.append("index: index/video_id does not match the shards' video ids " + REINDEX)
         if qids != index.question_id.tolist():
-            problems.append("index: index/question_id does not match the shards' question ids (rebuild the index)")
+            problems.append("index: index/question_id does not match the shards' question ids " + REINDEX)
         else:
             row_of = {v: i for i, v in enumerate(vids)}
             want = [row_of.get(v, -1) for n in listed for v in shard_ids[n][2]]
             if want != index.question_video_row.tolist():
-                problems.append("index: index/question_video_row does not match the shards (rebuild the index)")
+                problems.append("index: index/question_video_row does not match the shards " + REINDEX)
 
 
 def verify_store(entry_path: str | os.PathLike, quick: bool = False,
