@@ -526,17 +526,21 @@ def score_cmd(
     from rich.markdown import Markdown
 
     from extract.annotations import AnnotationError, load_annotations
-    from train.scoring import (ScoringError, format_table, majority_baseline, read_predictions,
-                               score)
+    from train.scoring import (ScoringError, check_predictions, format_table, majority_baseline,
+                               read_predictions, score)
 
     console = Console()
     try:
         records, vocab = load_annotations(annotations, keep_unknown=keep_unknown)
+        everything = records
         if split is not None:
             records = [r for r in records if r.split == split]
             if not records:
-                raise AnnotationError(f"{annotations}: no questions of split {split!r}")
-        report = score(records, read_predictions(predictions), vocab)
+                raise AnnotationError(f"{annotations}: no questions of split {split!r} (its "
+                                      f"splits: {', '.join(sorted({r.split for r in everything}))})")
+        preds = read_predictions(predictions)
+        check_predictions(preds, records, everything, predictions)
+        report = score(records, preds, vocab)
         baseline = None
         if train_annotations is not None:
             train, _ = load_annotations(train_annotations, keep_unknown=True,

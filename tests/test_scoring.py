@@ -231,3 +231,33 @@ def test_cli_round_trip(tmp_path):
     result = runner.invoke(app, ["score", "--annotations", str(MUSIC_EXCERPT), "--predictions",
                                  str(tmp_path / "bad.jsonl")])
     assert result.exit_code == 2 and "123456" in result.output
+
+
+def test_cli_refuses_an_empty_predictions_file_and_names_the_split_of_foreign_ids(tmp_path):
+    """An empty file exits 2 instead of scoring every question as missing; predictions of the
+    val split scored against the test split name the split they belong to."""
+    import shutil
+
+    ann = tmp_path / "ann"
+    ann.mkdir()
+    shutil.copy(MUSIC_EXCERPT, ann / "avqa-test.json")
+    val = json.loads(MUSIC_EXCERPT.read_text())
+    for r in val:
+        r["question_id"] += 1_000_000
+    (ann / "avqa-val.json").write_text(json.dumps(val))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    res = CliRunner().invoke(app, ["score", "--annotations", str(ann / "avqa-test.json"),
+                                   "--predictions", str(empty)], env={"COLUMNS": "400"})
+    assert res.exit_code == 2 and "no predictions in the file" in res.output, res.output
+    preds = tmp_path / "val.jsonl"
+    write_predictions(preds, [{"question_id": r["question_id"], "answer": "two"} for r in val])
+    res = CliRunner().invoke(app, ["score", "--annotations", str(ann), "--split", "test",
+                                   "--predictions", str(preds)], env={"COLUMNS": "400"})
+    assert res.exit_code == 2, res.output
+    assert f"{len(val)} prediction(s) are for questions of split val, not of split test" \
+        in res.output and "Traceback" not in res.output, res.output
+    res = CliRunner().invoke(app, ["score", "--annotations", str(ann), "--split", "tset",
+                                   "--predictions", str(preds)], env={"COLUMNS": "400"})
+    assert res.exit_code == 2 and "no questions of split 'tset' (its splits: test, val)" \
+        in res.output, res.output

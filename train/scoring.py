@@ -116,6 +116,22 @@ def _is_correct(record: QARecord, pred: str | int) -> bool:
     return normalize_answer(pred) == record.answer
 
 
+def check_predictions(predictions: Mapping[int, str | int], records: list[QARecord],
+                      all_records: list[QARecord], path: str | os.PathLike) -> None:
+    """ScoringError for a predictions file that cannot be what was meant: one without any
+    prediction, or one whose questions belong to another split of the annotations (named)."""
+    if not predictions:
+        raise ScoringError(f"{path}: no predictions in the file (one JSON object per line)")
+    wanted = {r.question_id for r in records}
+    split_of = {r.question_id: r.split for r in all_records}
+    elsewhere = Counter(split_of[q] for q in predictions if q not in wanted and q in split_of)
+    if elsewhere:
+        here = sorted({r.split for r in records})
+        raise ScoringError(f"{path}: {sum(elsewhere.values())} prediction(s) are for questions of "
+                           f"split {', '.join(sorted(elsewhere))}, not of split {', '.join(here)}; "
+                           "pass --split to score that split")
+
+
 def score(records: list[QARecord], predictions: Mapping[int, str | int],
           vocab: Vocabulary) -> dict[str, Any]:
     """Score ``predictions`` ({question_id: answer string or option index}) against ``records``.
