@@ -354,6 +354,13 @@ def model_cmd(
 
 
 # ---- training / evaluation commands ----------------------------------------------------------
+def _quiet_openmp_env() -> None:
+    """Idle OpenMP threads sleep instead of spinning (read when torch loads: train/cpu.py)."""
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def _train_errors():
     """Exceptions of train/eval that are the user's input, printed without a traceback."""
     from store.config_io import ConfigError
@@ -394,6 +401,7 @@ def train_cmd(
                                      "lines are still printed)."),
 ) -> None:
     """Train a model from a feature store into runs/<name>/ (DDP under torchrun)."""
+    _quiet_openmp_env()
     from rich.console import Console
 
     from store.config_io import parse_set_options
@@ -436,6 +444,7 @@ def eval_cmd(
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
 ) -> None:
     """Evaluate a run on a split: predictions, report (JSON + markdown table), plots."""
+    _quiet_openmp_env()
     import warnings
 
     from rich.console import Console

@@ -26,6 +26,7 @@ from .checkpoint import (capture_rng, check_compatible, find_checkpoint, restore
                          save_checkpoint, tensorize)
 from .curvature import curvature_record
 from .config import TrainConfig, config_dict, load_train_config, resume_config
+from .cpu import cpu_runtime_note, keep_freed_memory
 from .data import DataError, StoreData, batch_indices, check_splits, epoch_order, open_store, store_dims, video_grouped_order
 from .distributed import (DistContext, all_reduce_sum, barrier, broadcast_object,
                           init_distributed, rank_slice, shutdown)
@@ -125,6 +126,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
 def _train(cfg: TrainConfig, ctx: DistContext, resume, on_epoch) -> RunResult:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    # on the CPU, page faults took as much time as the math (train/cpu.py)
+    kept = keep_freed_memory() if ctx.device.type == "cpu" else False
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     # store and model config first: bad input fails before a run directory exists
@@ -144,6 +147,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume, on_epoch) -> RunResult:
         run_dir = new_run_dir(cfg.out, cfg.name)
     run_dir = Path(broadcast_object(str(run_dir) if run_dir else None, ctx))
     logger = run_logger(run_dir if ctx.is_main else None)
+    if ctx.device.type == "cpu":
+        logger.info(cpu_runtime_note(kept))
     try:
         trainer = Trainer(cfg, ctx, run_dir, resume is not None, store, dims, model_cfg, logger)
         return trainer.run(on_epoch)
