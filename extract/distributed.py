@@ -8,11 +8,19 @@ built once per worker process and cached (:func:`extract.encoders.get_encoders`)
 its own shard.  Shard numbers are claimed atomically by :class:`store.ShardWriter`, so workers
 never collide.  The client, which holds the store lock, rebuilds the entry file at the end.
 
+A worker that dies (killed, out of memory) loses its running task, and the scheduler runs that
+task again elsewhere.  If the dead worker had already renamed the task's shard into place, the
+new attempt finds it (:func:`chunk_written`: a shard that appeared during this run and holds a
+video or failure of the chunk) and returns it instead of writing the chunk twice.  When the
+scheduler gives up on a task (``KilledWorker``), the run stops with an :class:`ExtractError`
+saying to run the same command again; the shards written so far are kept.
+
 Workers must see the same paths as the client (a shared file system) and have this package
 importable.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -22,8 +30,8 @@ from .config import ExtractConfig, encoder_batch_size
 from .decode import DecodeSpec
 from .discover import VideoFile
 from .encoders import get_encoders
-from .pipeline import (ChunkResult, decode_window, encode_questions, encode_videos, iter_decoded,
-                       write_shard)
+from .pipeline import (ChunkResult, ExtractError, _utf8, decode_window, encode_questions,
+                       encode_videos, iter_decoded, write_shard)
 
 
 #: decode threads inside one dask task when ``workers`` is -1 (auto): a dask worker's cores are
@@ -31,9 +39,36 @@ from .pipeline import (ChunkResult, decode_window, encode_questions, encode_vide
 DASK_DECODE_THREADS = 2
 
 
+def chunk_written(entry: str, before: Sequence[str], videos: Sequence[VideoFile] = (),
+                  question_ids: Sequence[int] = ()) -> ChunkResult | None:
+    """The result of an earlier attempt of this task whose worker died after writing its
+    shard: a complete shard not among ``before`` (the shards when the run began) that holds
+    one of the chunk's videos, failures or questions; None if there is none."""
+    from store.index import read_shard_summary
+    from store.layout import complete_shards
+
+    ids, qids = {v.video_id for v in videos}, set(question_ids)
+    paths = {_utf8(v.path) for v in videos}
+    for shard in complete_shards(entry):
+        if shard.name in before:
+            continue
+        s = read_shard_summary(shard)
+        mine = [v for v in s.video_id.tolist() if v in ids]
+        failed = [(p, e) for p, e in zip(s.failure_path.tolist(), s.failure_error.tolist())
+                  if p in paths]
+        questions = sum(q in qids for q in s.question_id.tolist())
+        if mine or failed or questions:
+            return ChunkResult(str(shard), len(mine), questions, failed)
+    return None
+
+
 def process_video_chunk(chunk: Sequence[VideoFile], cfg_dict: dict, attrs: dict,
-                        entry: str) -> ChunkResult:
-    """A dask task: decode, encode and write one shard of videos (failures recorded in it)."""
+                        entry: str, before: Sequence[str] = ()) -> ChunkResult:
+    """A dask task: decode, encode and write one shard of videos (failures recorded in it),
+    unless an earlier attempt of it already did (:func:`chunk_written`)."""
+    done = chunk_written(entry, set(before), videos=chunk)
+    if done is not None:
+        return done
     cfg = build(ExtractConfig, cfg_dict)
     enc = get_encoders(cfg)
     spec = DecodeSpec.from_config(cfg, enc.clip.image_size)
@@ -54,8 +89,12 @@ def process_video_chunk(chunk: Sequence[VideoFile], cfg_dict: dict, attrs: dict,
 
 
 def process_question_chunk(records: Sequence[Any], cfg_dict: dict, attrs: dict,
-                           entry: str) -> ChunkResult:
-    """A dask task: encode and write one shard of questions."""
+                           entry: str, before: Sequence[str] = ()) -> ChunkResult:
+    """A dask task: encode and write one shard of questions, unless an earlier attempt of it
+    already did (:func:`chunk_written`)."""
+    done = chunk_written(entry, set(before), question_ids=[r.question_id for r in records])
+    if done is not None:
+        return done
     cfg = build(ExtractConfig, cfg_dict)
     enc = get_encoders(cfg, audio=False)
     cols = encode_questions(records, enc, cfg, int(attrs["n_options"]))
@@ -66,6 +105,9 @@ class DaskRunner:
     """A dask client (to ``cfg.scheduler`` or a new LocalCluster) that runs the chunks."""
 
     def __init__(self, cfg: ExtractConfig):
+        # dask's INFO lines (every worker start and stop) drown the progress; warnings stay.
+        # Read when dask is first imported, here and in the worker processes it starts.
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
         from dask.distributed import Client, LocalCluster
 
         self.cfg = cfg
@@ -83,30 +125,44 @@ class DaskRunner:
         return f"dask ({where}, {n} workers)"
 
     def _run(self, fn: Callable, chunks: list, attrs: dict, entry: Path,
-             on_result: Callable[[ChunkResult], None]) -> None:
+             on_result: Callable[[ChunkResult], None], *extra: Any) -> None:
         from dask.distributed import as_completed
 
         cfg_dict = to_dict(self.cfg)
-        futures = [self.client.submit(fn, chunk, cfg_dict, attrs, str(entry), pure=False)
+        futures = [self.client.submit(fn, chunk, cfg_dict, attrs, str(entry), *extra, pure=False)
                    for chunk in chunks]
         try:
             for fut in as_completed(futures):
-                on_result(fut.result())
+                try:
+                    result = fut.result()
+                except ExtractError:
+                    raise
+                except Exception as exc:   # KilledWorker, lost connection: not a bug of ours
+                    raise ExtractError(
+                        f"a dask task failed ({type(exc).__name__}: {exc}); the shards written so "
+                        "far are kept: run the same command again to resume") from None
+                on_result(result)
         finally:
             for fut in futures:
                 fut.cancel()
 
     def run_videos(self, todo: Sequence[VideoFile], attrs: dict, entry: Path,
                    on_result: Callable[[ChunkResult], None]) -> None:
+        from store.layout import complete_shards
+
         n = self.cfg.shard_size
         chunks = [list(todo[i:i + n]) for i in range(0, len(todo), n)]
-        self._run(process_video_chunk, chunks, attrs, entry, on_result)
+        before = [p.name for p in complete_shards(entry)]
+        self._run(process_video_chunk, chunks, attrs, entry, on_result, before)
 
     def run_questions(self, records: Sequence[Any], attrs: dict, entry: Path,
                       on_result: Callable[[ChunkResult], None]) -> None:
+        from store.layout import complete_shards
+
         n = self.cfg.question_shard_size
         chunks = [list(records[i:i + n]) for i in range(0, len(records), n)]
-        self._run(process_question_chunk, chunks, attrs, entry, on_result)
+        before = [p.name for p in complete_shards(entry)]
+        self._run(process_question_chunk, chunks, attrs, entry, on_result, before)
 
     def close(self) -> None:
         self.client.close()

@@ -42,3 +42,52 @@ def test_local_cluster_gives_the_in_process_store(tmp_path):
     assert s_dask.shards_written == 3 + 3           # 6 inputs / 2 per task, 5 questions / 2
     assert_same_store(dist, local, atol=2e-3)
     assert not verify_store(dist)
+
+
+@pytest.mark.timeout(600)
+def test_killed_dask_workers_lose_and_duplicate_nothing(tmp_path):
+    """``--dask-workers 2``, the worker processes SIGKILLed once a shard exists (the worker
+    that wrote it may not have reported it yet): the run completes, or stops saying to run it
+    again and the rerun completes; the store verifies and equals the in-process store."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import psutil
+
+    from store.layout import complete_shards
+    from videos import make_resume_folder
+
+    repo = Path(__file__).resolve().parents[1]
+    vids = make_resume_folder(tmp_path / "videos", 10)
+    local = tmp_path / "local.h5"
+    extract(ExtractConfig(videos=str(vids), out=str(local), **dict(OPTS, workers=0, shard_size=1)),
+            progress=False)
+    out = tmp_path / "dask.h5"
+    cmd = [sys.executable, str(repo / "cli.py"), "extract", "--videos", str(vids), "--out",
+           str(out), "-T", "4", "--clip-weights", "random:0", "--vggish-weights", "random:0",
+           "--text-len", "8", "--batch-size", "4", "--image-size", "64", "--shard-size", "1",
+           "--workers", "1", "--dask-workers", "2", "--device", "cpu", "--text-batch-size", "4",
+           "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo), "COLUMNS": "200"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    deadline = time.monotonic() + 300          # guards against a hung child only
+    while not complete_shards(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    workers = [c for c in psutil.Process(proc.pid).children(recursive=True)
+               if "spawn_main" in " ".join(c.cmdline())]
+    assert proc.poll() is None and workers, "no dask worker to kill"
+    for w in workers:
+        os.kill(w.pid, signal.SIGKILL)
+    output, _ = proc.communicate(timeout=300)
+    assert "Traceback" not in output, output[-3000:]
+    if proc.returncode != 0:
+        assert proc.returncode == 2 and "run the same command again" in output, output[-3000:]
+        again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stdout[-3000:]
+    assert not verify_store(out)
+    assert_same_store(out, local, atol=2e-3)
