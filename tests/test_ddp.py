@@ -76,3 +76,51 @@ def test_two_gloo_processes_match_one_process(tmp_path):
             torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5, msg=k)
     assert single.best_epoch == json.loads(
         (find_checkpoint(out / "ddp", "best").path / "meta.json").read_text())["epoch"]
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed beside python")
+def test_two_gloo_processes_killed_mid_run_resume_to_the_uninterrupted_result(tmp_path):
+    """The whole torchrun job SIGKILLed once epoch 1 is recorded (while its checkpoint is
+    written or during epoch 2), then ``torchrun ... train --resume``: the same metrics (time
+    fields aside) and the same weights, exactly, as the same job uninterrupted."""
+    import signal
+    import time
+
+    import psutil
+    from test_train_resume import stable
+
+    gen = make_store(tmp_path / "feats.h5", n_videos=24, seed=9)
+    out = tmp_path / "runs"
+    sets = [f"{k}={json.dumps(v)}" for k, v in SETTINGS.items() if k != "model"] \
+        + [f"model.{k}={json.dumps(v)}" for k, v in SETTINGS["model"].items()]
+    base = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", str(ROOT / "cli.py"), "train"]
+    args = ["--store", str(gen.path), "--out", str(out), "--device", "cpu", "--no-progress"] \
+        + [a for s in sets for a in ("--set", s)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    full = subprocess.run(base + args + ["--name", "full"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0, full.stderr[-4000:]
+
+    part = out / "part"
+    proc = subprocess.Popen(base + args + ["--name", "part"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300          # guards against a hung child only
+    while proc.poll() is None and time.monotonic() < deadline and not (
+            (part / "metrics.jsonl").is_file() and read_metrics(part)):
+        time.sleep(0.002)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    ranks = psutil.Process(proc.pid).children(recursive=True)   # torchrun starts each in its own session
+    for p in [psutil.Process(proc.pid)] + ranks:
+        p.send_signal(signal.SIGKILL)
+    proc.communicate()
+    psutil.wait_procs(ranks, timeout=60)
+    assert len(read_metrics(part)) < SETTINGS["epochs"]
+    again = subprocess.run(base + ["--resume", str(part), "--no-progress"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert stable(read_metrics(part)) == stable(read_metrics(out / "full"))
+    wa = load_file(str(find_checkpoint(out / "full", "last").weights_path))
+    wb = load_file(str(find_checkpoint(part, "last").weights_path))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
