@@ -214,3 +214,17 @@ def test_eval_with_a_checkpoint_of_other_dims_fails_clearly(runs):
                   "--device", "cpu"])
     assert res.exit_code == 2, res.output
     assert "visual_dim: checkpoint" in res.output and "has 48" in res.output, res.output
+
+
+def test_weights_get_the_same_file_mode_as_the_rest_of_the_run(tmp_path):
+    """safetensors writes 0600; the run's other files follow the umask (0644 under 022)."""
+    import stat
+
+    model = torch.nn.Linear(3, 2)
+    old = os.umask(0o022)
+    try:
+        folder = save_checkpoint(tmp_path / "checkpoints", 1, model, {"x": torch.zeros(1)}, {})
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+    assert set(modes.values()) == {0o644}, modes

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import pickle
 import shutil
 from dataclasses import dataclass
@@ -112,6 +113,8 @@ def save_checkpoint(ckpt_dir: str | Path, epoch: int, model: torch.nn.Module, st
     tmp.mkdir()
     save_model(model, str(tmp / WEIGHTS_FILE))
     _write_file_synced(tmp / STATE_FILE, lambda fh: torch.save(state, fh))
+    # safetensors creates its file 0600: give it the mode the umask gives the others
+    os.chmod(tmp / WEIGHTS_FILE, stat.S_IMODE((tmp / STATE_FILE).stat().st_mode))
     meta = {"format": CHECKPOINT_FORMAT, "epoch": epoch, **meta}
     _write_file_synced(tmp / META_FILE,
                        lambda fh: fh.write(json.dumps(meta, indent=2, sort_keys=True).encode()))
