@@ -215,7 +215,7 @@ def extract_cmd(
         summary = extract(cfg, progress=not quiet, console=console)
     except (ConfigError, ExtractError, DiscoveryError, WeightsError, AnnotationError, StoreError,
             DecodeError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     print_summary(summary, console)
     failed = len(summary.failures) + len(summary.failed_before)
@@ -420,7 +420,7 @@ def train_cmd(
         on_interrupt(exc.hint)
         raise
     except _train_errors() as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     best = "-" if result.best_val is None else f"{result.best_val:.2f}"
     console.print(f"{result.stopped}: {result.epochs_done} epoch(s), {result.step} steps; best "
@@ -459,7 +459,7 @@ def eval_cmd(
             report = evaluate(run, store, split, checkpoint, out=out, device=device,
                               batch_size=batch_size, plots=not no_plots)
     except _train_errors() as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     for w in caught:
         if isinstance(w.message, StoreMismatchWarning):
@@ -557,7 +557,7 @@ def score_cmd(
                                         vocabulary=vocab)
             baseline = majority_baseline(train, records, vocab)
     except (AnnotationError, ScoringError) as exc:
-        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
     console.print(Markdown(format_table(report, baseline, name="predictions",
                                         baseline_name="majority baseline")))

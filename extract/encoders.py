@@ -294,11 +294,20 @@ def encoder_identities(clip: ClipEncoder, vggish: VGGishEncoder | None) -> dict:
 def build_encoders(cfg: Any, audio: bool = True) -> Encoders:
     """Resolve weights and build the encoders for ``cfg`` (an ExtractConfig); all weights are
     resolved before any model is built, so a missing file fails before minutes of loading."""
-    clip_w = resolve_clip_weights(cfg.clip_model, cfg.clip_weights, cfg.seed)
-    vgg = None
+    resolvers = {"clip": lambda: resolve_clip_weights(cfg.clip_model, cfg.clip_weights, cfg.seed)}
     if audio:
-        vgg_w = resolve_vggish_weights(cfg.vggish_weights, cfg.seed)
-        pca = resolve_vggish_pca(cfg.vggish_pca) if cfg.vggish_postprocess else None
+        resolvers["vggish"] = lambda: resolve_vggish_weights(cfg.vggish_weights, cfg.seed)
+        if cfg.vggish_postprocess:
+            resolvers["pca"] = lambda: resolve_vggish_pca(cfg.vggish_pca)
+    found, missing = {}, []
+    for name, resolve in resolvers.items():   # every missing file named in one error
+        try:
+            found[name] = resolve()
+        except WeightsError as exc:
+            missing.append(str(exc))
+    if missing:
+        raise WeightsError("\n\n".join(missing))
+    clip_w, vgg_w, pca, vgg = found["clip"], found.get("vggish"), found.get("pca"), None
     clip = ClipEncoder(cfg.clip_model, clip_w, device=cfg.device, precision=cfg.precision,
                        text_len=cfg.text_len, image_size=cfg.image_size)
     if audio:

@@ -144,3 +144,27 @@ def test_clip_tag_found_in_open_clip_url_cache(tmp_path, monkeypatch):
     w = resolve_clip_weights("ViT-B-32", "default")
     assert w == ResolvedWeights("tag", f"openai@sha256:{sha256_file(cached)}", path=str(cached),
                                 tag="openai")
+
+
+@pytest.mark.timeout(120)
+def test_every_missing_default_weight_is_named_in_one_run_with_whole_urls(tmp_path, monkeypatch):
+    """Offline, no cache: one ``extract`` names CLIP and VGGish together (not one per run), and
+    each download URL is printed on one line at 80 columns, so it can be copied."""
+    from typer.testing import CliRunner
+
+    from cli import app
+    from videos import make_video
+
+    for k, v in {"SHMAMBA_OFFLINE": "1", "HOME": str(tmp_path), "TORCH_HOME": str(tmp_path / "t"),
+                 "HF_HUB_CACHE": str(tmp_path / "hf")}.items():
+        monkeypatch.setenv(k, v)
+    make_video(tmp_path / "v" / "a.mp4", 1.0)
+    res = CliRunner().invoke(app, ["extract", "--videos", str(tmp_path / "v"), "--out",
+                                   str(tmp_path / "f.h5"), "--device", "cpu", "--workers", "0",
+                                   "--quiet"], env={"COLUMNS": "80"})
+    assert res.exit_code == 2, res.output
+    assert "--clip-weights /path/to/file" in res.output
+    assert "--vggish-weights /path/to/file" in res.output
+    urls = [w.strip("()") for w in res.output.split() if "://" in w]
+    assert len(urls) == 2 and all(u.endswith((".pt", ".pth")) for u in urls), res.output
+    assert not (tmp_path / "f.h5").exists()
