@@ -17,6 +17,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # click's plain help: rich's option table cut long option names at 80 columns and gave
+    # flags a <bool> metavar; defaults are written in the help texts, "(default X)"
+    rich_markup_mode=None,
+    context_settings={"show_default": False},
 )
 #: the line Ctrl-C prints (exit status 130); a command sets it once it knows how to go on
 _interrupt_hint = ["interrupted"]
@@ -27,7 +31,8 @@ def on_interrupt(hint: str) -> None:
 
 
 store_app = typer.Typer(help="Inspect and check a feature store (feats.h5 + feats.shards/).",
-                        no_args_is_help=True)
+                        no_args_is_help=True, rich_markup_mode=None,
+                        context_settings={"show_default": False})
 app.add_typer(store_app, name="store")
 
 
@@ -245,7 +250,8 @@ def synth_cmd(
                                     help="Comma-separated instrument names from the MUSIC-AVQA answers "
                                          "(default violin,cello,piano,flute,drum,trumpet,accordion,guzheng)."),
     questions_per_video: int = typer.Option(None, "--questions-per-video", help="Questions per video (default 5)."),
-    workers: int = typer.Option(None, "--workers", help="Processes writing videos; 0 = one per CPU core (default 0)."),
+    workers: int = typer.Option(None, "--workers", help="Processes writing videos (default -1: one per "
+                                "usable CPU core; 0 = in this process)."),
     config: str = typer.Option(None, "--config", help="TOML/YAML/JSON file with SynthConfig fields; options given "
                                                       "here override it."),
 ) -> None:
@@ -297,16 +303,16 @@ def synth_cmd(
 def model_cmd(
     variant: str = typer.Option("shmamba", "--variant", help="Registered model variant to describe "
                                 "(shmamba, euclidean, fixed-curvature, transformer, no-temporal, "
-                                "concat-fusion, per-modality-mamba)."),
+                                "concat-fusion, per-modality-mamba; default shmamba).", show_default=False),
     all_variants: bool = typer.Option(False, "--all", help="Describe every registered variant, one "
                                       "column each."),
-    audio_dim: int = typer.Option(128, "--audio-dim", help="Audio embedding size of the store (VGGish: 128)."),
-    visual_dim: int = typer.Option(512, "--visual-dim", help="Visual embedding size of the store (CLIP ViT-B/32: 512)."),
-    text_dim: int = typer.Option(512, "--text-dim", help="Text embedding size of the store (CLIP ViT-B/32: 512)."),
-    answers: int = typer.Option(42, "--answers", help="Answer vocabulary size (MUSIC-AVQA: 42)."),
-    options: int = typer.Option(0, "--options", help="Options per question for multiple choice (AVQA: 4); 0: none."),
-    d_model: int = typer.Option(256, "--d-model", help="Model width."),
-    layers: int = typer.Option(4, "--layers", help="Temporal blocks per modality."),
+    audio_dim: int = typer.Option(128, "--audio-dim", help="Audio embedding size of the store (default 128, VGGish).", show_default=False),
+    visual_dim: int = typer.Option(512, "--visual-dim", help="Visual embedding size of the store (default 512, CLIP ViT-B/32).", show_default=False),
+    text_dim: int = typer.Option(512, "--text-dim", help="Text embedding size of the store (default 512, CLIP ViT-B/32).", show_default=False),
+    answers: int = typer.Option(42, "--answers", help="Answer vocabulary size (default 42, MUSIC-AVQA).", show_default=False),
+    options: int = typer.Option(0, "--options", help="Options per question for multiple choice (AVQA: 4; default 0: none).", show_default=False),
+    d_model: int = typer.Option(256, "--d-model", help="Model width (default 256).", show_default=False),
+    layers: int = typer.Option(4, "--layers", help="Temporal blocks per modality (default 4).", show_default=False),
     markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table (for README/BENCHMARKS) "
                                   "instead of a rich table."),
 ) -> None:
@@ -430,17 +436,17 @@ def train_cmd(
 
 @app.command("eval")
 def eval_cmd(
-    split: str = typer.Option("test", "--split", help="Store split to evaluate."),
+    split: str = typer.Option("test", "--split", help="Store split to evaluate (default test).", show_default=False),
     run: str = typer.Option(None, "--run", help="Run directory (default: runs/latest)."),
     store: str = typer.Option(None, "--store", help="Store to evaluate on (default: the one the "
                               "run was trained on); its dims must match the checkpoint."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, or a checkpoint "
-                                   "folder."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+                                   "folder (default best).", show_default=False),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (default auto).", show_default=False),
     batch_size: int = typer.Option(None, "--batch-size", help="Questions per prediction batch "
                                    "(default: the run's eval_batch_size)."),
     out: str = typer.Option("runs", "--out", help="Folder holding 'latest', used when --run is "
-                            "not given."),
+                            "not given (default runs).", show_default=False),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
 ) -> None:
     """Evaluate a run on a split: predictions, report (JSON + markdown table), plots."""
@@ -526,7 +532,8 @@ def score_cmd(
                                                  "baseline column."),
     keep_unknown: bool = typer.Option(False, "--keep-unknown/--strict", help="Keep questions "
                                       "whose answer/type is outside the vocabulary (scored by "
-                                      "answer text) instead of failing."),
+                                      "answer text) instead of failing (default --strict).",
+                                      show_default=False),
 ) -> None:
     """Score answer predictions: accuracy per question type, per group (pooled) and overall."""
     import json as _json

@@ -15,10 +15,11 @@ forward passes run under fp16/bf16 autocast; on the CPU in float32.
 """
 from __future__ import annotations
 
+import logging
 import threading
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -57,6 +58,27 @@ class _Autocast:
         return torch.autocast(self.device.type, dtype=self.dtype)
 
 
+class _DropPrefix(logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(self.prefix)
+
+
+@contextmanager
+def _dropped_log(prefix: str) -> Iterator[None]:
+    """Within the block, root-logger records starting with ``prefix`` are dropped."""
+    drop = _DropPrefix(prefix)
+    root = logging.getLogger()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
 class ClipEncoder:
     """An open_clip model in eval mode with batched image and text encoding."""
 
@@ -80,7 +102,8 @@ class ClipEncoder:
         try:
             if weights.kind == "random":
                 torch.manual_seed(int(weights.seed))
-                model = open_clip.create_model(name, pretrained=None, **kwargs)
+                with _dropped_log("No pretrained weights loaded"):   # random on purpose; the
+                    model = open_clip.create_model(name, pretrained=None, **kwargs)  # summary says so
             else:
                 model = open_clip.create_model(name, pretrained=weights.path, **kwargs)
         except RuntimeError as exc:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from extract.synth_qa import TYPES, scene_answers, select_questions, type_name
+from extract.decode_worker import usable_cores
 from extract.synth_render import write_scene
 from extract.synth_scene import DEFAULT_INSTRUMENTS, SceneSpec, make_scene, palette
 
@@ -70,8 +71,9 @@ class SynthConfig:
     sample_rate: int = 16000
     #: x264 quality (lower = better, bigger)
     crf: int = 23
-    #: worker processes for writing videos (0 = one per CPU core)
-    workers: int = 0
+    #: worker processes for writing videos (-1 = one per usable CPU core; 0 = in this process,
+    #: as ``extract --workers`` counts them)
+    workers: int = -1
 
     def __post_init__(self) -> None:
         if self.n_videos < 1:
@@ -92,6 +94,8 @@ class SynthConfig:
             raise ValueError(f"fps: all rates must be positive, got {self.fps}")
         if self.questions_per_video < 1:
             raise ValueError("questions_per_video must be >= 1")
+        if self.workers < -1:
+            raise ValueError(f"workers must be >= -1 (-1 = one per usable core), got {self.workers}")
         self.size_tuples()
         palette(self.instruments)
 
@@ -264,7 +268,7 @@ def synthesize(out_dir: str | Path, n_videos: int | None = None, seed: int | Non
         _write_atomic(scenes_path, doc)
     todo = [s for s in p.scenes if not (out / s["file"]).is_file()]
     n_bytes = 0
-    workers = config.workers or (os.cpu_count() or 1)
+    workers = usable_cores() if config.workers < 0 else config.workers
     workers = max(1, min(workers, len(todo)))
     done = 0
     if workers == 1:

@@ -11,10 +11,14 @@ ablation that decided between them: docs/MODEL.md, README.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from geoopt.manifolds.stereographic import math as pmath  # the slow reference only
+with warnings.catch_warnings():   # geoopt scripts its math; torch calls torch.jit.script deprecated
+    warnings.filterwarnings("ignore", r".*torch\.jit\.script.*deprecated", FutureWarning)
+    from geoopt.manifolds.stereographic import math as pmath  # the slow reference only
 
 CURVATURE_MARGIN = 1e-5  # c = k0 * (m + (1 - 2m) * sigmoid): strictly inside (0, k0) in float32
 BALL_EPS = 4e-3  # geoopt's float32 projection margin: points stay within (1 - eps) / sqrt(c)

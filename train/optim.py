@@ -3,9 +3,13 @@ geoopt's RiemannianAdam for manifold parameters, linear warm-up then cosine/line
 from __future__ import annotations
 
 import math
+import warnings
 
-import geoopt
 import torch
+
+with warnings.catch_warnings():   # geoopt scripts its math; torch calls torch.jit.script deprecated
+    warnings.filterwarnings("ignore", r".*torch\.jit\.script.*deprecated", FutureWarning)
+    import geoopt
 
 from .config import TrainConfig
 

@@ -9,7 +9,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 
 
 def console_for(enabled: bool) -> Console:
-    return Console(stderr=True, quiet=not enabled)
+    # log lines carry the time, not the file:line of the logging call
+    return Console(stderr=True, quiet=not enabled, log_path=False)
 
 
 def progress_bar(console: Console, enabled: bool) -> Progress:
