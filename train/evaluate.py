@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -215,7 +216,8 @@ def evaluate(run_dir: str | Path | None = None, store: str | None = None, split:
         pdir.mkdir(exist_ok=True)
         if records:
             files["plot_types"] = str(plot_type_accuracy(report, pdir / f"{name}_types.png",
-                                                         baseline=baseline, title=f"{run.name} {split}"))
+                                                         baseline=baseline, title=f"{run.name} {split}",
+                                                         counts=_question_counts(records, vocab)))
             labels, true, pred = _confusion_inputs(data, info, preds.pred)
             files["plot_confusion"] = str(plot_confusion(true, pred, labels,
                                                          pdir / f"{name}_confusion.png",
@@ -235,6 +237,15 @@ def evaluate(run_dir: str | Path | None = None, store: str | None = None, split:
     full["files"] = files
     full["table"] = table
     return full
+
+
+def _question_counts(records: list[QARecord], vocab: Vocabulary) -> dict[str, int]:
+    """Scored questions per type, per group and overall (the n= of the accuracy bars)."""
+    counts = dict(Counter(r.type_name for r in records))
+    for group, members in vocab.groups.items():
+        counts[group] = sum(counts.get(t, 0) for t in members)
+    counts["overall"] = len(records)
+    return counts
 
 
 def _recorded_store_path(cfg: dict, recorded_store: dict) -> str:

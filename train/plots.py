@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 
 def _pyplot():
@@ -26,8 +27,12 @@ def _save(fig, path: str | Path) -> Path:
 
 
 def plot_type_accuracy(report: Mapping[str, Any], path: str | Path,
-                       baseline: Mapping[str, Any] | None = None, title: str = "") -> Path:
-    """Bars of per-type accuracy (and the groups and overall), beside the baseline if given."""
+                       baseline: Mapping[str, Any] | None = None, title: str = "",
+                       counts: Mapping[str, int] | None = None) -> Path:
+    """Bars of per-type accuracy (and the groups and overall), beside the baseline if given.
+    Types without questions are left out; every bar is labelled with its value, so a 0 % bar
+    reads "0.0", and ``counts`` (questions per type/group name and "overall") go under the
+    names."""
     plt = _pyplot()
     names = [t for t, v in report["types"].items() if v is not None]
     names += [f"[{g}]" for g, v in report.get("groups", {}).items() if v is not None]
@@ -42,10 +47,14 @@ def plot_type_accuracy(report: Mapping[str, Any], path: str | Path,
     x = np.arange(len(names))
     width = 0.4 if baseline is not None else 0.7
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(names) + 2), 4.5))
-    ax.bar(x - (width / 2 if baseline is not None else 0), values(report), width, label="model")
+    bars = ax.bar(x - (width / 2 if baseline is not None else 0), values(report), width,
+                  label="model")
+    ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
     if baseline is not None:
         ax.bar(x + width / 2, values(baseline), width, label="majority baseline", alpha=0.7)
         ax.legend()
+    if counts is not None:
+        names = [f"{n} (n={counts.get(n.strip('[]'), 0)})" for n in names]
     ax.set_xticks(x, names, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
@@ -80,7 +89,8 @@ def plot_confusion(true: Sequence[int], pred: Sequence[int], labels: Sequence[st
     ax.set_yticks(range(len(used)), names, fontsize=7)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title or "confusion matrix (row-normalised)")
+    what = "confusion matrix, row-normalised (each true answer's row sums to 1)"
+    ax.set_title(f"{title}: {what}" if title else what, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046)
     return _save(fig, path)
 
@@ -93,6 +103,7 @@ def plot_curvature(curvature: Sequence[float], path: str | Path, title: str = ""
     ax.hist(c, bins=min(50, max(5, c.size // 5)), color="tab:purple", alpha=0.8)
     ax.set_xlabel("curvature c per video")
     ax.set_ylabel("videos")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))   # counts: no fractional ticks
     ax.set_title(title or "adaptive curvature")
     ax.axvline(float(np.mean(c)), color="k", ls="--", lw=1, label=f"mean {np.mean(c):.4g}")
     ax.legend()
@@ -108,7 +119,8 @@ def plot_training_curves(metrics: Sequence[Mapping[str, Any]], path: str | Path,
     def col(key):
         return [np.nan if m.get(key) is None else m[key] for m in metrics]
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    # constrained layout: the learning-rate tick labels do not run into the accuracy panel
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), layout="constrained")
     axes[0].plot(ep, col("train_loss"), "o-", label="train loss")
     axes[0].plot(ep, col("ce"), ".--", label="CE")
     axes[0].plot(ep, col("align"), ".--", label="align")
@@ -117,13 +129,18 @@ def plot_training_curves(metrics: Sequence[Mapping[str, Any]], path: str | Path,
     axes[1].plot(ep, col("train_acc"), "o-", label="train")
     axes[1].plot(ep, col("val_overall"), "o-", label="val")
     axes[1].set_title("accuracy (%)")
+    best = [m["epoch"] for m in metrics if m.get("best")]
+    if best:   # the epoch of the `best` checkpoint: the last one that improved
+        axes[1].axvline(best[-1], color="tab:green", ls=":", lw=1.5, label=f"best epoch {best[-1]}")
     axes[1].legend()
     axes[2].plot(ep, col("lr"), "o-")
     axes[2].set_title("learning rate (end of epoch)")
+    axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
     for ax in axes:
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    fig.suptitle(title, y=1.03)
+    fig.suptitle(title)
     return _save(fig, path)
 
 
