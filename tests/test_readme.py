@@ -102,6 +102,8 @@ COVERAGE: dict[str, list[str]] = {
     # --- store, model, synth
     "python cli.py store info": ["tests/test_store.py::test_store_info_json_and_table"],
     "python cli.py store info --json": ["tests/test_store.py::test_store_info_json_and_table"],
+    "python cli.py store reindex": [
+        "tests/test_store_integrity.py::test_store_reindex_command_rebuilds_the_entry_file"],
     "python cli.py store verify": [
         "tests/test_store_integrity.py::test_truncated_shard_is_named",
         "tests/test_extract_resume.py::test_killed_run_resumes_to_the_uninterrupted_store"],

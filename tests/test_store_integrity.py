@@ -247,3 +247,24 @@ def test_stale_lock_of_killed_process_is_taken_over(tmp_path):
     assert (tmp_path / "feats.h5.lock").exists()       # left behind by the killed holder
     with StoreLock(entry) as lock:
         assert lock.took_over is not None and lock.took_over["pid"] == child.pid
+
+
+def test_store_reindex_command_rebuilds_the_entry_file(store, tmp_path):
+    """An index out of date (a late shard) or missing is rebuilt by the command the messages
+    name; a shard folder given as the store is named as such, not an h5py errno."""
+    from cli import app
+
+    entry, attrs, *_ = store
+    write_shard(entry, attrs, videos=[video_batch(np.random.default_rng(6), ["late"], attrs)])
+    problems = verify_store(entry, quick=True)
+    assert any("python cli.py store reindex PATH rebuilds it" in p for p in problems), problems
+    res = CliRunner().invoke(app, ["store", "info", str(entry)], env={"COLUMNS": "400"})
+    assert "not in the index yet: 1 complete shard(s) with 1 videos" in res.output, res.output
+    entry.unlink()
+    res = CliRunner().invoke(app, ["store", "reindex", str(entry)], env={"COLUMNS": "400"})
+    assert res.exit_code == 0 and "indexed 3 shards, 137 videos" in res.output, res.output
+    assert verify_store(entry) == []
+    res = CliRunner().invoke(app, ["store", "info", str(tmp_path / "feats.shards")],
+                             env={"COLUMNS": "400"})
+    assert res.exit_code == 2 and "is a folder, not a file" in res.output, res.output
+    assert str(entry) in res.output and "Errno" not in res.output
