@@ -480,13 +480,17 @@ def eval_cmd(
 def ablate_cmd(
     store: str = typer.Option(..., "--store", help="Feature store entry file (feats.h5)."),
     variants: str = typer.Option("all", "--variants", help="'all' or comma-separated variant "
-                                 "names, e.g. shmamba,euclidean (the first is the reference)."),
+                                 "names, e.g. shmamba,euclidean (the first is the reference; "
+                                 "default all).", show_default=False),
     seeds: int = typer.Option(3, "--seeds", help="Seeds per variant: seed, seed+1, ... (the "
-                              "config's seed, default 0, is the first)."),
+                              "config's seed, default 0, is the first; default 3).",
+                              show_default=False),
     epochs: int = typer.Option(None, "--epochs", help="Epochs per run (default: the config's, 30)."),
     out: str = typer.Option("runs/ablation", "--out", help="Folder of the run folders and the "
-                            "tables; running again continues the unfinished runs."),
-    split: str = typer.Option("test", "--split", help="Split every run is scored on."),
+                            "tables; running again continues the unfinished runs (default "
+                            "runs/ablation).", show_default=False),
+    split: str = typer.Option("test", "--split", help="Split every run is scored on (default test).",
+                              show_default=False),
     config: str = typer.Option(None, "--config", help="TOML/YAML/JSON file with TrainConfig "
                                "fields, as for train."),
     set_: list[str] = typer.Option(None, "--set", help="Override any config field, KEY=VALUE, "
