@@ -193,14 +193,14 @@ def extract_cmd(
 
     from rich.console import Console
 
-    from extract.annotations import AnnotationError
+    from qa.annotations import AnnotationError
     from extract.config import load_extract_config
     from extract.decode import DecodeError
     from extract.discover import DiscoveryError
     from extract.pipeline import ExtractError, extract, print_summary
     from extract.weights import WeightsError
     from store import StoreError
-    from store.config_io import ConfigError
+    from common.config import ConfigError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     console = Console()
@@ -261,8 +261,8 @@ def synth_cmd(
     from rich.progress import Progress
     from rich.table import Table
 
-    from extract.synth import SynthConfig, synthesize
-    from store.config_io import ConfigError, resolve
+    from synth.generate import SynthConfig, synthesize
+    from common.config import ConfigError, resolve
 
     overrides = {"n_videos": videos, "seed": seed, "min_seconds": min_seconds, "max_seconds": max_seconds,
                  "long_fraction": long_fraction, "no_audio_fraction": no_audio_fraction,
@@ -369,7 +369,7 @@ def _quiet_openmp_env() -> None:
 
 def _train_errors():
     """Exceptions of train/eval that are the user's input, printed without a traceback."""
-    from store.config_io import ConfigError
+    from common.config import ConfigError
     from store.errors import StoreError
     from train import CheckpointError, DataError, RunError, ScoringError
 
@@ -410,7 +410,7 @@ def train_cmd(
     _quiet_openmp_env()
     from rich.console import Console
 
-    from store.config_io import parse_set_options
+    from common.config import parse_set_options
     from train import RunInterrupted, prepare_config, train
 
     console = Console(stderr=True)
@@ -502,7 +502,7 @@ def ablate_cmd(
     from rich.console import Console
     from rich.markdown import Markdown
 
-    from store.config_io import parse_set_options
+    from common.config import parse_set_options
     from train import load_train_config
     from train.ablate import AblationError, ablate, make_spec
 
@@ -545,8 +545,8 @@ def score_cmd(
     from rich.console import Console
     from rich.markdown import Markdown
 
-    from extract.annotations import AnnotationError, load_annotations
-    from train.scoring import (ScoringError, check_predictions, format_table, majority_baseline,
+    from qa.annotations import AnnotationError, load_annotations
+    from qa.scoring import (ScoringError, check_predictions, format_table, majority_baseline,
                                read_predictions, score)
 
     console = Console()

@@ -21,7 +21,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from common import device_name, pick_device, print_table, sync  # noqa: E402  (adds repo to path)
+from benchlib import device_name, pick_device, print_table, sync  # noqa: E402  (adds repo to path)
 from train_throughput import parse_model_overrides  # noqa: E402
 
 

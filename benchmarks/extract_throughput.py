@@ -4,7 +4,7 @@
         [--clip-model ViT-B-32] [--videos-dir DIR] [--peer-videos N] [--json out.json]
 
 1. Makes K synthetic ``--seconds``-long 640x360 25 fps H.264 + AAC (44.1 kHz) videos (moving
-   coloured shapes, a tone per shape) with ``extract.avwrite.write_av``, cached in
+   coloured shapes, a tone per shape) with ``synth.avwrite.write_av``, cached in
    ``--videos-dir`` so reruns reuse them.
 2. Times the command a user types, with its defaults: ``python cli.py extract --videos DIR --out
    X`` as a subprocess (plus ``--clip-weights random --vggish-weights random``, since pretrained
@@ -110,7 +110,7 @@ def synthetic_tones(seed: int, seconds: float, sample_rate: int = AUDIO_RATE) ->
 
 
 def _write_one(path: str, seed: int, seconds: float, width: int, height: int, fps: float) -> str:
-    from extract.avwrite import write_av
+    from synth.avwrite import write_av
 
     write_av(path, synthetic_frames(seed, seconds, width, height, fps), fps=fps,
              audio=synthetic_tones(seed, seconds), sample_rate=AUDIO_RATE)
@@ -222,7 +222,7 @@ def our_stages(videos: list[Path], cfg, enc, attrs: dict, out: Path) -> tuple[di
     cross-video batches, write; and decord alone on the same videos in the same worker."""
     import torch
 
-    from common import sync
+    from benchlib import sync
     from extract.decode import DecodeSpec
     from extract.decode_worker import single_threaded_env
     from extract.discover import stat_video
@@ -347,10 +347,11 @@ def main(argv: list[str] | None = None) -> dict:
     if args.K < 1 or args.T < 1 or args.seconds <= 0:
         ap.error("--K, --T and --seconds must be positive")
 
-    from common import device_name, pick_device, print_table
-    from extract.annotations import vocabulary_for
+    from benchlib import device_name, pick_device, print_table
+    from qa.annotations import vocabulary_for
     from extract.config import ExtractConfig
-    from extract.decode_worker import default_workers, usable_cores
+    from common.cores import usable_cores
+    from extract.decode_worker import default_workers
     from extract.encoders import get_encoders
     from extract.pipeline import store_attrs
 

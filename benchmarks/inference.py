@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from common import device_name, pick_device, print_table, sync  # noqa: E402  (adds repo to path)
+from benchlib import device_name, pick_device, print_table, sync  # noqa: E402  (adds repo to path)
 from train_throughput import model_config_for_store, parse_model_overrides  # noqa: E402
 
 GOAL_S = 0.5

@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from extract.annotations import music_avqa_vocabulary  # noqa: E402
+from qa.annotations import music_avqa_vocabulary  # noqa: E402
 from store import ShardWriter, rebuild_index  # noqa: E402
 from store.schema import AUDIO_DIM, SCHEMA_VERSION  # noqa: E402
 

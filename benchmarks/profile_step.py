@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from common import device_name, pick_device, print_table, sync  # noqa: E402  (adds repo to path)
+from benchlib import device_name, pick_device, print_table, sync  # noqa: E402  (adds repo to path)
 from train_throughput import batch_index_lists, model_config_for_store, our_step  # noqa: E402
 
 

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from common import device_name, pick_device, print_table, sync  # noqa: E402  (adds repo to path)
+from benchlib import device_name, pick_device, print_table, sync  # noqa: E402  (adds repo to path)
 from model import build_model  # noqa: E402
 
 

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from common import device_name, pick_device, print_table, sync  # noqa: E402  (adds repo to path)
+from benchlib import device_name, pick_device, print_table, sync  # noqa: E402  (adds repo to path)
 
 MUSIC_AVQA_TRAIN = 31927
 
@@ -56,7 +56,7 @@ def model_config_for_store(store, variant: str, overrides: dict):
 
 def parse_model_overrides(items: list[str] | None) -> dict:
     """``--model d_model=64 n_layers=2`` -> SHMambaConfig overrides (values parsed as JSON)."""
-    from store.config_io import parse_set_options
+    from common.config import parse_set_options
 
     return parse_set_options(items)
 

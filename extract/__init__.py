@@ -1,7 +1,8 @@
-"""Stage one: annotations, decoding, encoders, batching/distribution, synthetic data.
+"""Stage one: videos -> features.  Discovery, decoding, the encoders, batching and distribution,
+shard writing.  Dataset records live in :mod:`qa`, the synthetic demo data in :mod:`synth`.
 
-Public names are imported lazily (PEP 562), so ``import extract.annotations`` does not pull in
-torch, open_clip or decord.
+Public names are imported lazily (PEP 562), so ``import extract.decode`` does not pull in torch,
+open_clip or decord.
 """
 from __future__ import annotations
 
@@ -32,20 +33,6 @@ _EXPORTS = {
     "resolve_clip_weights": "extract.weights",
     "resolve_vggish_weights": "extract.weights",
     "DaskRunner": "extract.distributed",
-    # annotations and test/demo video writing (other modules of this package)
-    "load_annotations": "extract.annotations",
-    "find_annotation_files": "extract.annotations",
-    "QARecord": "extract.annotations",
-    "Vocabulary": "extract.annotations",
-    "AnnotationError": "extract.annotations",
-    "write_av": "extract.avwrite",
-    # the synthetic demo dataset (python cli.py synth)
-    "synthesize": "extract.synth",
-    "SynthConfig": "extract.synth",
-    "SynthSummary": "extract.synth",
-    "plan": "extract.synth",
-    "load_scenes": "extract.synth",
-    "scene_answers": "extract.synth_qa",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,5 +1,5 @@
 """The extraction config: one typed dataclass, resolved defaults <- config file <- CLI overrides
-with :func:`store.config_io.resolve`, and recorded in the store as ``attrs['extractor_config']``.
+with :func:`common.config.resolve`, and recorded in the store as ``attrs['extractor_config']``.
 """
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from store.config_io import ConfigError, resolve
+from common.config import ConfigError, resolve
 
 SAMPLING_MODES = ("truncate", "uniform")
 DEVICES = ("auto", "cpu", "cuda")

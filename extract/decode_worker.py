@@ -31,19 +31,13 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from common.cores import usable_cores
+
 from .decode import DecodedVideo
 
 #: thread-pool sizes of the numeric libraries a worker may load
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "BLIS_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (affinity / cgroup cpuset aware where the OS says)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def default_workers() -> int:

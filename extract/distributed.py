@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from store.config_io import build, to_dict
+from common.config import build, to_dict
 
 from .config import ExtractConfig, encoder_batch_size
 from .decode import DecodeSpec

@@ -24,17 +24,10 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from common.device import resolve_device
+
 from .weights import (ResolvedWeights, WeightsError, load_state_dict_file, resolve_clip_weights,
                       resolve_vggish_pca, resolve_vggish_weights)
-
-
-def pick_device(device: str) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cuda' without CUDA is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
-    return torch.device(device)
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
@@ -108,7 +101,7 @@ class ClipEncoder:
                 model = open_clip.create_model(name, pretrained=weights.path, **kwargs)
         except RuntimeError as exc:
             raise WeightsError(f"cannot build CLIP {model_name!r} with {weights.identity}: {exc}") from None
-        self.device = pick_device(device)
+        self.device = resolve_device(device)
         self.model = model.eval().requires_grad_(False).to(self.device)
         self.autocast = _Autocast(self.device, autocast_dtype(self.device, precision))
         self.tokenizer = open_clip.get_tokenizer(name)
@@ -249,7 +242,7 @@ class VGGishEncoder:
                 model.load_state_dict(sd, strict=True)
             except RuntimeError as exc:
                 raise WeightsError(f"{weights.path}: not VGGish weights: {str(exc)[:400]}") from None
-        self.device = pick_device(device)
+        self.device = resolve_device(device)
         self.model = model.eval().requires_grad_(False).to(self.device)
         self.autocast = _Autocast(self.device, autocast_dtype(self.device, precision))
         self.postprocess = bool(postprocess)

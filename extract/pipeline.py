@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from store.config_io import to_dict
+from common.config import to_dict
 
 from .config import ExtractConfig, encoder_batch_size
 from store.schema import AUDIO_DIM
@@ -573,7 +573,7 @@ def run_questions_local(records: Sequence[Any], cfg: ExtractConfig, enc: Encoder
 
 def _load_records(cfg: ExtractConfig, store_vocab: Any = None) -> tuple[list, Any]:
     """Annotation records (filtered by split) and their vocabulary; ([], None) when none."""
-    from .annotations import find_annotation_files, load_annotations
+    from qa.annotations import find_annotation_files, load_annotations
 
     if cfg.annotations:
         paths: Any = cfg.annotations
@@ -593,7 +593,7 @@ def _load_records(cfg: ExtractConfig, store_vocab: Any = None) -> tuple[list, An
 
 
 def _vocab_from_attrs(attrs: dict) -> Any:
-    from .annotations import DATASETS, Vocabulary
+    from qa.annotations import DATASETS, Vocabulary
 
     if attrs.get("dataset") not in DATASETS:
         return None
@@ -793,7 +793,7 @@ def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> E
         if vocab is None:
             vocab = store_vocab
         if vocab is None:
-            from .annotations import vocabulary_for
+            from qa.annotations import vocabulary_for
 
             vocab = vocabulary_for(cfg.dataset)
         summary.questions_found = len(records)

@@ -4,7 +4,7 @@ The input dimensions (``audio_dim``, ``visual_dim``, ``text_dim``, ``n_answers``
 come from the feature store; everything else is a model choice.  The ablation variants in
 ``model.variants`` are nothing but overrides of these fields.
 
-The dataclass is plain data (no torch), so ``store.config_io`` can fill it from a TOML/YAML file
+The dataclass is plain data (no torch), so ``common.config`` can fill it from a TOML/YAML file
 and command-line overrides, and ``Literal`` fields are checked there as well as here.
 """
 from __future__ import annotations

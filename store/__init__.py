@@ -1,8 +1,7 @@
 """The feature store: one versioned HDF5 schema (``store.schema``), sharded atomic writers,
-a vectorised reader, integrity checks, and the config loader shared by extract and train."""
+a vectorised reader, integrity checks."""
 from __future__ import annotations
 
-from .config_io import ConfigError, build, parse_set_options, read_config_file, resolve, to_dict
 from .drop import drop_videos
 from .errors import StoreError
 from .index import read_index, rebuild_index
@@ -16,5 +15,4 @@ from .writer import ShardWriter
 __all__ = [
     "SCHEMA_VERSION", "ShardWriter", "rebuild_index", "read_index", "FeatureStore", "StoreError",
     "StoreLock", "drop_videos", "verify_store", "VerifyResult", "store_info",
-    "ConfigError", "build", "parse_set_options", "read_config_file", "resolve", "to_dict",
 ]

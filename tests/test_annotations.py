@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from extract.annotations import (AnnotationError, UnknownLabelError, Vocabulary,
+from qa.annotations import (AnnotationError, UnknownLabelError, Vocabulary,
                                  avqa_vocabulary, derive_question_id, fill_question,
                                  find_annotation_files, load_annotations, music_avqa_vocabulary,
                                  normalize_answer, split_from_name, vocabulary_for)

@@ -5,7 +5,7 @@ import decord
 import numpy as np
 import pytest
 
-from extract.avwrite import write_av
+from synth.avwrite import write_av
 
 
 def _tone(seconds: float, hz: float = 440.0, sr: int = 16000) -> np.ndarray:
@@ -72,7 +72,7 @@ def test_rgb_to_yuv420p_matches_swscale(tmp_path):
     luma, and equal chroma away from colour edges (swscale's chroma filter spans neighbours)."""
     import av
 
-    from extract.avwrite import rgb_to_yuv420p
+    from synth.avwrite import rgb_to_yuv420p
 
     rng = np.random.default_rng(1)
     frame = np.repeat(np.repeat(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), 8, 0), 8, 1)
@@ -86,7 +86,7 @@ def test_rgb_to_yuv420p_matches_swscale(tmp_path):
         inner = np.ix_([i for i in range(24) if i % 4 in (1, 2)], [j for j in range(32) if j % 4 in (1, 2)])
         assert np.abs(a[inner] - b[inner]).max() <= 1
     # every byte of the frame handed to the encoder is set, row padding included
-    from extract.avwrite import yuv420p_frame
+    from synth.avwrite import yuv420p_frame
 
     small = rng.integers(0, 256, (90, 240, 3), dtype=np.uint8)  # chroma rows 120 of 128 bytes
     vf = yuv420p_frame(rgb_to_yuv420p(small))

@@ -51,7 +51,7 @@ def test_workers_zero_means_in_this_process_for_synth_and_extract():
         flat = " ".join(res.output.split())
         assert "-1: one per usable CPU core" in flat or "-1: one per usable core" in flat, flat
         assert "0 = in this process" in flat or "0 = decode in the main process" in flat, flat
-    from extract.synth import SynthConfig
+    from synth.generate import SynthConfig
 
     assert SynthConfig().workers == -1
     with pytest.raises(ValueError, match="workers must be >= -1"):

@@ -243,7 +243,7 @@ def test_extract_command_starts_without_torch():
     code = ("import sys, cli, store, store.layout\n"
             "from extract.pipeline import extract, DecodeAhead\n"
             "from extract.weights import WeightsError\n"
-            "from extract.annotations import vocabulary_for\n"
+            "from qa.annotations import vocabulary_for\n"
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -215,7 +215,7 @@ def test_cli_exit_status_with_and_without_strict(tmp_path):
 
 def test_config_file_then_cli_overrides(tmp_path):
     from extract.config import load_extract_config
-    from store.config_io import ConfigError
+    from common.config import ConfigError
 
     f = tmp_path / "extract.toml"
     f.write_text('videos = "/data/v"\nT = 8\nsampling = "uniform"\nworkers = 3\n', encoding="utf-8")

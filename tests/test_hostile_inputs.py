@@ -22,7 +22,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from extract.avwrite import write_av
+from synth.avwrite import write_av
 from extract.config import ExtractConfig
 from extract.decode import DecodeSpec, decode_video, resized_size
 from extract.pipeline import extract

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from extract.annotations import QARecord, load_annotations, music_avqa_vocabulary
-from train.scoring import (ScoringError, format_table, majority_baseline, read_predictions,
+from qa.annotations import QARecord, load_annotations, music_avqa_vocabulary
+from qa.scoring import (ScoringError, format_table, majority_baseline, read_predictions,
                            score, write_predictions)
 
 FIXTURES = Path(__file__).parent / "fixtures"

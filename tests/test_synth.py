@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from extract.annotations import load_annotations
-from extract.synth import SynthConfig, plan, synthesize
-from extract.synth_qa import TYPES, answer_vocabulary, scene_answers
+from qa.annotations import load_annotations
+from synth.generate import SynthConfig, plan, synthesize
+from synth.questions import TYPES, answer_vocabulary, scene_answers
 
 SMALL = dict(n_videos=12, seed=7, min_seconds=2.0, max_seconds=5.0, long_fraction=0.05,
              long_min_seconds=61.0, long_max_seconds=62.0, no_audio_fraction=0.15,
@@ -146,7 +146,7 @@ def _heard(s):
 
 
 def _expected(s, template, values):
-    """Answers recomputed from the scene for a few templates, independently of extract.synth_qa."""
+    """Answers recomputed from the scene for a few templates, independently of synth.questions."""
     vis = [i for i in s["instruments"] if i["visible"]]
     words = ["zero", "one", "two", "three", "four"]
     if template == "How many musical instruments were heard throughout the video?":

@@ -15,7 +15,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from storegen import make_store  # noqa: E402
 
-from store.config_io import ConfigError  # noqa: E402
+from common.config import ConfigError  # noqa: E402
 from store.reader import FeatureStore  # noqa: E402
 from train import (CheckpointError, DataError, StoreData, find_checkpoint, load_train_config,  # noqa: E402
                    read_metrics, reference_batch, resume_config, train)

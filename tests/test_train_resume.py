@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).parent))
 from storegen import make_store  # noqa: E402
 
-from store.config_io import ConfigError  # noqa: E402
+from common.config import ConfigError  # noqa: E402
 from train import find_checkpoint, load_train_config, prepare_config, read_metrics, train  # noqa: E402
 
 torch.set_num_threads(1)

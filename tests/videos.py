@@ -1,4 +1,4 @@
-"""Small real test videos (H.264 + AAC mp4 written with :func:`extract.avwrite.write_av`).
+"""Small real test videos (H.264 + AAC mp4 written with :func:`synth.avwrite.write_av`).
 
 Every second of a test video has its own content, so tests can tell which second a segment came
 from: the frames of second ``s`` show :func:`second_image` (a seeded random picture) and the
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from extract.avwrite import write_av
+from synth.avwrite import write_av
 
 SAMPLE_RATE = 16000
 

@@ -12,7 +12,7 @@ from .evaluate import StoreMismatchWarning, evaluate, records_for_rows, store_vo
 from .loop import RunResult, prepare_config, train
 from .predict import Predictor, predict
 from .runs import RunError, RunInterrupted, read_metrics, resolve_run_dir
-from .scoring import (ScoringError, format_table, majority_baseline, read_predictions, score,
+from qa.scoring import (ScoringError, format_table, majority_baseline, read_predictions, score,
                       write_predictions)
 
 __all__ = [

@@ -22,6 +22,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from common.files import write_json_atomic
 from model import VARIANTS, SHMambaConfig, build_model, count_parameters
 
 from .ablate_report import ablation_markdown
@@ -31,7 +32,7 @@ from .data import open_store
 from .evaluate import evaluate
 from .loop import train
 from .plots import plot_ablation
-from .runs import CONFIG_FILE, STORE_FILE, read_json, read_metrics, write_json_atomic
+from .runs import CONFIG_FILE, STORE_FILE, read_json, read_metrics
 
 ABLATION_CONFIG = "ablation_config.json"
 RUN_RESULT = "ablation_run.json"

@@ -1,4 +1,4 @@
-"""The training configuration: one typed dataclass, resolved by :func:`store.config_io.resolve`
+"""The training configuration: one typed dataclass, resolved by :func:`common.config.resolve`
 (defaults <- ``--config`` TOML/YAML/JSON file <- CLI options and ``--set key=value``).
 
 The resolved config is written to ``<run>/config.json`` and is exactly what ``--resume`` reads
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from store.config_io import ConfigError, resolve, to_dict
+from common.config import ConfigError, resolve, to_dict
 
 #: Fields that only change *how* a run is executed, never its numbers on a given device; they may
 #: differ when a run is resumed.  Every other field must equal the run's recorded config.

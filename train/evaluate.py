@@ -30,14 +30,15 @@ from typing import Any
 
 import numpy as np
 
-from extract.annotations import QARecord, Vocabulary, normalize_answer
+from common.device import resolve_device
+from common.files import write_json_atomic
+from qa.annotations import QARecord, Vocabulary, normalize_answer
+from qa.scoring import format_table, majority_baseline, score, write_predictions
 
 from .checkpoint import check_compatible, find_checkpoint
 from .data import SplitInfo, StoreData, open_store, store_dims
-from .distributed import resolve_device
-from .runs import CONFIG_FILE, STORE_FILE, read_json, read_metrics, resolve_run_dir, write_json_atomic
+from .runs import CONFIG_FILE, STORE_FILE, read_json, read_metrics, resolve_run_dir
 from .predict import predict, prediction_map
-from .scoring import format_table, majority_baseline, score, write_predictions
 from .views import embedding_views
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,10 @@ from typing import Callable
 import numpy as np
 import torch
 
+from common.config import ConfigError
+from common.files import write_json_atomic
 from model import BackendUnavailable, build_model, count_parameters, resolve_backend, variant_config
-from store.config_io import ConfigError
+from qa.scoring import score
 
 from .checkpoint import (capture_rng, check_compatible, find_checkpoint, restore_rng,
                          save_checkpoint, tensorize)
@@ -37,9 +39,7 @@ from .progress import LossDisplay, console_for, progress_bar
 from .plots import plot_curvature_epochs
 from .runs import (CONFIG_FILE, STORE_FILE, RunError, RunInterrupted, append_metrics, close_logger,
                    new_run_dir, read_json, read_metrics, resolve_run_dir, run_logger, set_latest,
-                   truncate_metrics,
-                   write_json_atomic)
-from .scoring import score
+                   truncate_metrics)
 from .step import (EagerStep, GraphStep, StepSettings, graph_autocast, graphs_possible, pack_plans,
                    plans_shape)
 
@@ -96,7 +96,7 @@ def prepare_config(config_file: str | None = None, overrides: dict | None = None
                    resume: str | None = None) -> tuple[TrainConfig, Path | None]:
     """The run's config: a new one (defaults <- file <- overrides), or for ``resume`` the
     recorded one with only runtime fields overridden.  Returns (config, run dir or None)."""
-    from store.config_io import read_config_file
+    from common.config import read_config_file
 
     if resume is None:
         return load_train_config(config_file, overrides), None

@@ -11,6 +11,8 @@ import os
 import time
 from pathlib import Path
 
+from common.files import atomic_write
+
 from .checkpoint import replace_symlink
 
 CONFIG_FILE = "config.json"
@@ -37,18 +39,6 @@ class RunInterrupted(KeyboardInterrupt):
             return f"interrupted: continue with  python cli.py train --resume {self.run_dir}"
         return (f"interrupted before run {self.run_dir} had saved its config; nothing to resume, "
                 "start the run again")
-
-
-def write_json_atomic(path: str | Path, obj) -> None:
-    """Write JSON to a temp file beside ``path`` and rename it into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def read_json(path: str | Path) -> dict:
@@ -137,10 +127,7 @@ def truncate_metrics(run_dir: str | Path, last_epoch: int) -> None:
     """Keep only rows with ``epoch <= last_epoch`` (used when resuming from a checkpoint that
     is older than the metrics file)."""
     rows = [r for r in read_metrics(run_dir) if int(r.get("epoch", 0)) <= last_epoch]
-    path = Path(run_dir) / METRICS_FILE
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(Path(run_dir) / METRICS_FILE, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
 
 def run_logger(run_dir: str | Path | None, name: str = "train") -> logging.Logger:

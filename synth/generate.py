@@ -8,7 +8,7 @@ MUSIC-AVQA-format question files whose answers are known.
 Everything is a function of the config (seed included): the scenes, the questions, the split
 and the annotation files are byte-identical for a seed; videos are encoded
 single-threaded per file (in parallel over files) with x264's 'superfast' preset, which makes
-the video files byte-identical too (see :func:`extract.avwrite.write_av`).
+the video files byte-identical too (see :func:`synth.avwrite.write_av`).
 :func:`plan` builds scenes and questions without writing any video (fast; used for balance
 checks), :func:`synthesize` writes everything.
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -25,10 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from extract.synth_qa import TYPES, scene_answers, select_questions, type_name
-from extract.decode_worker import usable_cores
-from extract.synth_render import write_scene
-from extract.synth_scene import DEFAULT_INSTRUMENTS, SceneSpec, make_scene, palette
+from common.cores import usable_cores
+from common.files import atomic_write
+
+from .questions import TYPES, scene_answers, select_questions, type_name
+from .render import write_scene
+from .scene import DEFAULT_INSTRUMENTS, SceneSpec, make_scene, palette
 
 SPLITS = ("train", "val", "test")
 #: frame widths that decord 0.6.0 misreads (linesize taken for 4 channels; dmlc/decord#336),
@@ -217,16 +218,10 @@ def _json_bytes(obj) -> bytes:
     return (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
 def scenes_document(p: SynthPlan) -> dict:
     """The content of ``scenes.json``."""
     config = {k: v for k, v in asdict(p.config).items() if k != "workers"}  # no effect on output
-    return {"format": SCENES_FORMAT, "generator": "extract.synth", "config": config,
+    return {"format": SCENES_FORMAT, "generator": "synth.generate", "config": config,
             "palette": p.palette, "split": p.split, "scenes": p.scenes}
 
 
@@ -265,7 +260,7 @@ def synthesize(out_dir: str | Path, n_videos: int | None = None, seed: int | Non
         for f in list((out / "annotations").glob("avqa-*.json")) + \
                 list((out / "videos").glob("synth_*.mp4")):
             f.unlink()
-        _write_atomic(scenes_path, doc)
+        atomic_write(scenes_path, doc)
     todo = [s for s in p.scenes if not (out / s["file"]).is_file()]
     n_bytes = 0
     workers = usable_cores() if config.workers < 0 else config.workers
@@ -289,7 +284,7 @@ def synthesize(out_dir: str | Path, n_videos: int | None = None, seed: int | Non
                 if progress:
                     progress(done, len(todo))
     for split, recs in p.records.items():
-        _write_atomic(out / "annotations" / f"avqa-{split}.json", _json_bytes(recs))
+        atomic_write(out / "annotations" / f"avqa-{split}.json", _json_bytes(recs))
     durations = [s["duration"] for s in p.scenes]
     all_recs = [r for recs in p.records.values() for r in recs]
     return SynthSummary(

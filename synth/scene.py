@@ -2,7 +2,7 @@
 they look and sound like and when they play.
 
 A scene is plain JSON-able data (written to ``scenes.json``); the renderer
-(:mod:`extract.synth_render`) and the question generator (:mod:`extract.synth_qa`) read nothing
+(:mod:`synth.render`) and the question generator (:mod:`synth.questions`) read nothing
 else.  Identities are deliberately crude and far apart — a big solid shape in a saturated,
 instrument-specific colour and a loud tone at an instrument-specific pitch — so that even
 randomly initialised CLIP / VGGish encoders separate them.
@@ -82,7 +82,7 @@ def palette(names: tuple[str, ...] | list[str] = DEFAULT_INSTRUMENTS) -> list[di
 
 @dataclass(frozen=True)
 class SceneSpec:
-    """How scenes vary (a subset of :class:`extract.synth.SynthConfig`)."""
+    """How scenes vary (a subset of :class:`synth.generate.SynthConfig`)."""
 
     min_seconds: float = 4.0
     max_seconds: float = 20.0

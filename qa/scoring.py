@@ -3,7 +3,7 @@
 Predictions are JSON Lines, one object per question: ``{"question_id": 12, "answer": "one"}``
 (other keys are allowed and ignored).  For a multiple-choice question ``"answer"`` may be the
 option index (an integer); otherwise it is the answer string, compared after
-:func:`extract.annotations.normalize_answer` with the record's (normalised) answer.
+:func:`qa.annotations.normalize_answer` with the record's (normalised) answer.
 
 Accounting, as in published MUSIC-AVQA tables: percentages with 2 decimals; a group's and the
 overall accuracy are *pooled over questions* (correct / questions), not means of type
@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from extract.annotations import QARecord, Vocabulary, normalize_answer
+from qa.annotations import QARecord, Vocabulary, normalize_answer
 
 
 

@@ -38,7 +38,7 @@ Decisions (all checked against the files in ``shared/data``)
   unchanged.  ``QARecord.answer`` holds the normalised answer; predictions are normalised the
   same way when scored.
 * **MUSIC-AVQA answer vocabulary**: the 42 answers in the published index order (package data
-  ``extract/vocab/music_avqa.json``).  An answer outside it is an error unless ``keep_unknown``.
+  ``qa/vocab/music_avqa.json``).  An answer outside it is an error unless ``keep_unknown``.
 * **AVQA answer vocabulary**: there is no published closed list, so it is the *sorted* set of the
   normalised answers *and* multiple-choice options of all files loaded together (load every split
   in one call so that train, val and test share one vocabulary, or pass ``vocabulary=``).  Options
@@ -204,7 +204,7 @@ def normalize_answer(answer: str) -> str:
 
 
 def _package_vocab(name: str) -> dict[str, Any]:
-    text = resources.files("extract.vocab").joinpath(name).read_text(encoding="utf-8")
+    text = resources.files("qa.vocab").joinpath(name).read_text(encoding="utf-8")
     return json.loads(text)
 
 

@@ -1,8 +1,8 @@
 """One way to configure everything: typed dataclasses, filled from a TOML/YAML file and then from
 command-line overrides, and written back out exactly as resolved.
 
-Used by ``extract`` (ExtractConfig) and ``train`` (TrainConfig); lives in ``store`` because it is
-the lowest layer both depend on.  It knows nothing about either config.
+Used by ``extract`` (ExtractConfig), ``train`` (TrainConfig) and ``model`` (SHMambaConfig); it
+knows nothing about any of them.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Render a synthetic scene (:mod:`extract.synth_scene`) to frames, a waveform and an mp4 file.
+"""Render a synthetic scene (:mod:`synth.scene`) to frames, a waveform and an mp4 file.
 
 Pictures: a plain gray background and, per visible instrument, a big solid shape in its colour
 centred in its third (left / middle / right) of the *stage* — the centred square of side
@@ -17,8 +17,8 @@ from typing import Iterator
 
 import numpy as np
 
-from extract.avwrite import write_av
-from extract.synth_scene import LEVELS, SLOTS, sounding_at
+from .avwrite import write_av
+from .scene import LEVELS, SLOTS, sounding_at
 
 _FADE_S = 0.01  # fade in/out at interval edges (no clicks)
 _PULSE_HZ = 4.0  # staccato pulses per second

@@ -13,15 +13,15 @@ token, so the usual filling rule (split on spaces, drop the final '?', replace e
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from itertools import permutations
-from pathlib import Path
 
 import numpy as np
 
-from extract.synth_scene import LEVELS, SLOTS
+from qa.annotations import music_avqa_vocabulary
+
+from .scene import LEVELS, SLOTS
 
 NUMBERS = ("zero", "one", "two", "three", "four")
 
@@ -35,9 +35,8 @@ TYPES: tuple[tuple[str, str], ...] = (
 
 
 def answer_vocabulary() -> list[str]:
-    """The 42 MUSIC-AVQA answers (package data ``extract/vocab/music_avqa.json``)."""
-    path = Path(__file__).with_name("vocab") / "music_avqa.json"
-    return list(json.loads(path.read_text(encoding="utf-8"))["answers"])
+    """The 42 MUSIC-AVQA answers, in the published order."""
+    return list(music_avqa_vocabulary().answers)
 
 
 def fill(template: str, values: list[str]) -> str:

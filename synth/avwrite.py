@@ -1,6 +1,6 @@
 """Write an H.264 (yuv420p) + AAC mp4 file from numpy frames and a mono waveform, with PyAV.
 
-Used by the synthetic demo dataset (:mod:`extract.synth`) and by tests that need real video files.
+Used by the synthetic demo dataset (:mod:`synth.generate`) and by tests that need real video files.
 Odd frame sizes are padded to even (yuv420p needs even width and height) by repeating the last
 row/column.  Audio, when given, is interleaved with the video so that the muxer never has to
 buffer a whole stream.
