@@ -197,7 +197,8 @@ def extract_cmd(
     from extract.config import load_extract_config
     from extract.decode import DecodeError
     from extract.discover import DiscoveryError
-    from extract.pipeline import ExtractError, extract, print_summary
+    from extract.errors import ExtractError
+    from extract.pipeline import extract, print_summary
     from extract.weights import WeightsError
     from store import StoreError
     from common.config import ConfigError

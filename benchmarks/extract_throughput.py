@@ -201,7 +201,7 @@ def worker_start_seconds(n: int) -> float:
     """Seconds to spawn ``n`` decode worker processes as extraction does and have each load the
     decode modules (``extract.decode_worker.warm_up``)."""
     from extract.decode_worker import single_threaded_env, warm_up
-    from extract.pipeline import _new_pool
+    from extract.ahead import _new_pool
 
     t = time.perf_counter()
     pool = _new_pool(n)
@@ -226,7 +226,9 @@ def our_stages(videos: list[Path], cfg, enc, attrs: dict, out: Path) -> tuple[di
     from extract.decode import DecodeSpec
     from extract.decode_worker import single_threaded_env
     from extract.discover import stat_video
-    from extract.pipeline import EncodedVideo, _new_pool, write_shard
+    from extract.ahead import _new_pool
+    from extract.encode import EncodedVideo
+    from extract.shards import write_shard
 
     dev = enc.clip.device
     spec = DecodeSpec.from_config(cfg, enc.clip.image_size)
@@ -353,7 +355,7 @@ def main(argv: list[str] | None = None) -> dict:
     from common.cores import usable_cores
     from extract.decode_worker import default_workers
     from extract.encoders import get_encoders
-    from extract.pipeline import store_attrs
+    from extract.encode import store_attrs
 
     device = pick_device(args.device)
     dev_name = device_name(device)

@@ -30,8 +30,10 @@ from .config import ExtractConfig, encoder_batch_size
 from .decode import DecodeSpec
 from .discover import VideoFile
 from .encoders import get_encoders
-from .pipeline import (ChunkResult, ExtractError, _utf8, decode_window, encode_questions,
-                       encode_videos, iter_decoded, write_shard)
+from .ahead import decode_window, iter_decoded
+from .encode import encode_questions, encode_videos
+from .errors import ExtractError
+from .shards import ChunkResult, utf8, write_shard
 
 
 #: decode threads inside one dask task when ``workers`` is -1 (auto): a dask worker's cores are
@@ -48,7 +50,7 @@ def chunk_written(entry: str, before: Sequence[str], videos: Sequence[VideoFile]
     from store.layout import complete_shards
 
     ids, qids = {v.video_id for v in videos}, set(question_ids)
-    paths = {_utf8(v.path) for v in videos}
+    paths = {utf8(v.path) for v in videos}
     for shard in complete_shards(entry):
         if shard.name in before:
             continue

@@ -35,64 +35,24 @@ using the store's answer vocabulary.
 from __future__ import annotations
 
 import logging
-import math
-import multiprocessing as mp
-import shutil
 import time
-from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import numpy as np
-
-from common.config import to_dict
-
+from .ahead import DecodeAhead, clip_input_size, decode_window, resolve_workers, startup_window
 from .config import ExtractConfig, encoder_batch_size
-from store.schema import AUDIO_DIM
-
-from .decode import DecodedVideo, DecodeSpec, decode_video, pad_to
-from .decode_worker import (Handoff, decode_to_file, default_workers, handoff_folder, init_worker,
-                            read_handoff, safe_decode, single_threaded_env)
-from .discover import VIDEO_EXTENSIONS, DiscoveryError, VideoFile, discover_videos
+from .decode import DecodedVideo, DecodeSpec
+from .discover import VIDEO_EXTENSIONS, VideoFile, discover_videos
+from .encode import (EncodedVideo, encode_questions, encode_videos, options_count, random_weight_names,
+                     store_attrs)
+from .errors import ExtractError
+from .shards import ChunkResult, ShardQueue, utf8, write_shard
 
 if TYPE_CHECKING:  # torch is imported only when the encoders are built (after decoding started)
     from .encoders import Encoders
 
 log = logging.getLogger(__name__)
-
-
-class ExtractError(RuntimeError):
-    """A run that cannot start or go on (bad inputs, incompatible store); the message says why."""
-
-
-# ---- data passed between the steps -----------------------------------------------------------
-
-
-@dataclass
-class EncodedVideo:
-    """Features of one video, ready for :meth:`store.ShardWriter.add_videos`."""
-
-    video: VideoFile
-    audio: np.ndarray            # float32 [T, 128]
-    visual: np.ndarray           # float32 [T, Dv]
-    patches: np.ndarray | None   # float32 [T, P, Dv]
-    audio_present: bool
-    n_segments: int
-    duration: float
-
-
-@dataclass
-class ChunkResult:
-    """What writing one shard did (returned by in-process and dask workers alike)."""
-
-    shard: str | None
-    videos: int = 0
-    questions: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)
-
 
 @dataclass
 class ExtractSummary:
@@ -122,392 +82,8 @@ class ExtractSummary:
         return not self.failures
 
 
-# ---- attributes ----------------------------------------------------------------------------
-
-
-def options_count(records: Sequence[Any]) -> int:
-    """K of a multiple-choice dataset (0 if no record has options); all must agree."""
-    ks = {len(r.options) for r in records if r.options}
-    if not ks:
-        return 0
-    if len(ks) > 1 or any(not r.options for r in records):
-        counts = sorted({len(r.options) for r in records})
-        raise ExtractError(f"questions have different numbers of answer options {counts}; the "
-                           "store holds one K per store (n_options)")
-    return ks.pop()
-
-
-def store_attrs(cfg: ExtractConfig, enc: Encoders, vocab: Any, n_options: int) -> dict:
-    """The store attributes (``store.schema.STORE_ATTRS``) of this run."""
-    from store.attrs import package_version
-    from store.schema import SCHEMA_VERSION
-
-    resolved = to_dict(cfg)
-    resolved["image_size"] = enc.clip.image_size
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "T": int(cfg.T),
-        "fps": float(cfg.fps),
-        "audio_dim": AUDIO_DIM,
-        "visual_dim": enc.clip.visual_dim,
-        "text_dim": enc.clip.text_dim,
-        "text_len": int(cfg.text_len),
-        "patches": enc.clip.n_patches if cfg.patches else 0,
-        "n_options": int(n_options),
-        "dataset": vocab.dataset,
-        "answer_vocab": list(vocab.answers),
-        "type_names": list(vocab.types),
-        "encoders": enc.identities,
-        "extractor_config": resolved,
-        "package_version": package_version(),
-    }
-
-
-def random_weight_names(identities: dict) -> list[str]:
-    return [f"{k} ({v['name']}: {v['weights']})" for k, v in identities.items()
-            if str(v.get("weights", "")).startswith("random:")]
-
-
-# ---- encoding --------------------------------------------------------------------------------
-
-
-def encode_videos(decoded: Sequence[tuple[VideoFile, DecodedVideo]], enc: Encoders,
-                  cfg: ExtractConfig) -> list[EncodedVideo]:
-    """Encode several decoded videos with batches of up to ``batch_size`` frames (see
-    :func:`extract.config.encoder_batch_size`) that span video boundaries (the fast path;
-    :func:`extract_video_reference` is the per-video one).  Only real segments are encoded;
-    padding repeats the last real segment's embeddings."""
-    if not decoded:
-        return []
-    real = [d.n_segments for _, d in decoded]
-    frames = np.concatenate([d.frames[:n] for (_, d), n in zip(decoded, real)])
-    bs = encoder_batch_size(cfg, enc.clip.device.type)
-    vis, pat = [], []
-    for lo in range(0, len(frames), bs):
-        e, p = enc.clip.encode_images(frames[lo:lo + bs], patches=cfg.patches)
-        vis.append(e)
-        pat.append(p)
-    visual = np.concatenate(vis)
-    patches = np.concatenate(pat) if cfg.patches else None
-    with_audio = [d.audio[:n] for (_, d), n in zip(decoded, real) if d.audio_present]
-    audio_rows = np.zeros((0, AUDIO_DIM), np.float32)
-    if with_audio:
-        mel = np.concatenate(with_audio)
-        audio_rows = np.concatenate([enc.vggish.encode(mel[lo:lo + bs])
-                                     for lo in range(0, len(mel), bs)])
-    out, at, aa = [], 0, 0
-    for (vf, d), n in zip(decoded, real):
-        if d.audio_present:
-            audio = audio_rows[aa:aa + n]
-            aa += n
-        else:
-            audio = np.zeros((n, AUDIO_DIM), np.float32)
-        out.append(EncodedVideo(vf, pad_to(audio, cfg.T), pad_to(visual[at:at + n], cfg.T),
-                                None if patches is None else pad_to(patches[at:at + n], cfg.T),
-                                d.audio_present, d.n_segments, d.duration))
-        at += n
-    return out
-
-
-def extract_video_reference(video: VideoFile, cfg: ExtractConfig, enc: Encoders) -> EncodedVideo:
-    """The slow reference: decode one video and encode all T segments of it alone (no
-    cross-video batches, padding encoded rather than copied)."""
-    spec = DecodeSpec.from_config(cfg, enc.clip.image_size)
-    d = decode_video(video.path, spec)
-    visual, patches = enc.clip.encode_images(d.frames, patches=cfg.patches)
-    audio = enc.vggish.encode(d.audio) if d.audio_present else \
-        np.zeros((cfg.T, AUDIO_DIM), np.float32)
-    return EncodedVideo(video, audio, visual, patches, d.audio_present, d.n_segments, d.duration)
-
-
-def encode_questions(records: Sequence[Any], enc: Encoders, cfg: ExtractConfig,
-                     n_options: int) -> dict[str, Any]:
-    """Columns for :meth:`store.ShardWriter.add_questions`, text encoded in batches."""
-    texts = [r.text for r in records]
-    bs = int(cfg.text_batch_size)
-    sent, toks, masks = [], [], []
-    for lo in range(0, len(texts), bs):
-        s, t, m = enc.clip.encode_text(texts[lo:lo + bs])
-        sent.append(s)
-        toks.append(t)
-        masks.append(m)
-    dt, L = enc.clip.text_dim, int(cfg.text_len)
-    cols: dict[str, Any] = {
-        "ids": np.asarray([r.question_id for r in records], np.int64),
-        "video_ids": [r.video_id for r in records],
-        "splits": [r.split for r in records],
-        "types": np.asarray([r.type_index for r in records], np.int16),
-        "answers": np.asarray([r.answer_index for r in records], np.int16),
-        "answer_texts": [r.answer for r in records],
-        "texts": texts,
-        "sentence": np.concatenate(sent) if sent else np.zeros((0, dt), np.float32),
-        "tokens": np.concatenate(toks) if toks else np.zeros((0, L, dt), np.float32),
-        "token_mask": np.concatenate(masks) if masks else np.zeros((0, L), bool),
-    }
-    if n_options:
-        flat = [o for r in records for o in r.options]
-        emb = [enc.clip.encode_sentences(flat[lo:lo + bs]) for lo in range(0, len(flat), bs)]
-        emb_arr = np.concatenate(emb) if emb else np.zeros((0, dt), np.float32)
-        cols["options_text"] = np.asarray([list(r.options) for r in records], dtype=object) \
-            .reshape(len(records), n_options)
-        cols["options"] = emb_arr.reshape(len(records), n_options, dt)
-    return cols
-
-
-# ---- writing ---------------------------------------------------------------------------------
-
-
-def write_shard(entry: str | Path, attrs: dict, videos: Sequence[EncodedVideo] = (),
-                failures: Sequence[tuple[str, str]] = (), questions: dict | None = None
-                ) -> ChunkResult:
-    """Write one shard (videos, failures and/or questions) and rename it into place.  A write
-    error (disk full, quota, I/O error) becomes an :class:`ExtractError` naming the shard; the
-    unfinished shard stays a temp file that is never read, and the shards written before it
-    are intact, so running the same command again resumes."""
-    from store import ShardWriter
-
-    if not videos and not failures and not questions:
-        return ChunkResult(None)
-    w = None
-    try:
-        w = ShardWriter(entry, attrs)
-        with w:
-            _fill_shard(w, attrs, videos, failures, questions)
-    except ExtractError:
-        raise
-    except (OSError, RuntimeError) as exc:      # h5py reports write errors as RuntimeError
-        name = w.tmp_path if w is not None else f"a new shard of {entry}"
-        raise ExtractError(f"could not write {name}: {exc}. The shards written before it are "
-                           "intact and this one stays a temp file that is never read; fix the "
-                           "cause (free disk space?) and run the same command again to resume"
-                           ) from exc
-    n_q = len(questions["ids"]) if questions else 0
-    return ChunkResult(str(w.path), len(videos), n_q, list(failures))
-
-
-def _fill_shard(w: Any, attrs: dict, videos: Sequence[EncodedVideo],
-                failures: Sequence[tuple[str, str]], questions: dict | None) -> None:
-    if videos:
-        w.add_videos(
-            ids=[v.video.video_id for v in videos],
-            audio=np.stack([v.audio for v in videos]),
-            audio_present=np.asarray([v.audio_present for v in videos], bool),
-            visual=np.stack([v.visual for v in videos]),
-            n_segments=np.asarray([v.n_segments for v in videos], np.int32),
-            duration=np.asarray([v.duration for v in videos], np.float32),
-            source_path=[v.video.path for v in videos],
-            source_size=np.asarray([v.video.size for v in videos], np.int64),
-            source_mtime=np.asarray([v.video.mtime for v in videos], np.float64),
-            visual_patches=(np.stack([v.patches for v in videos]) if attrs["patches"] else None))
-    for path, err in failures:
-        w.add_failure(_utf8(path), _utf8(err))
-    if questions:
-        w.add_questions(**questions)
-
-
-def _utf8(text: str) -> str:
-    """``text`` made encodable as UTF-8 (undecodable file-name bytes become ``\\udcNN``)."""
-    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-# ---- decoding ahead, in worker processes ---------------------------------------------------
-
-
-#: CPU priority of decode workers relative to the main process (which runs the encoders): with
-#: one worker per core, the encoders (CPU) or the feeding of the GPU come first and decoding
-#: takes the remaining cycles
-DECODE_NICE = 10
 #: videos in the first shard a run writes (later shards hold ``shard_size``)
 FIRST_SHARD_VIDEOS = 8
-#: at most this many bytes of decoded videos are waiting (hand-off files in RAM) at the start of a run
-DECODE_AHEAD_BYTES = 8 << 30
-#: videos per decode worker submitted before the encoders are ready
-STARTUP_PER_WORKER = 32
-
-
-def resolve_workers(workers: int) -> int:
-    """Decode worker processes for ``workers`` (-1 = one per usable core)."""
-    return default_workers() if workers < 0 else int(workers)
-
-
-def _new_pool(workers: int, nice: int = DECODE_NICE) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker,
-                               initargs=(nice,))
-
-
-def _isolated_decode(path: str, spec: DecodeSpec) -> DecodedVideo | str:
-    """Decode one file in its own process (after a decoder process crashed)."""
-    pool = _new_pool(1)
-    try:
-        with single_threaded_env():
-            fut = pool.submit(safe_decode, path, spec)
-        return fut.result()
-    except BrokenProcessPool:
-        return f"{path}: the decoder process crashed on this file"
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-class DecodeAhead:
-    """Decode ``videos`` in ``workers`` spawn processes (or threads, inside dask tasks), up to
-    ``window`` ahead; iterating yields ``(video, DecodedVideo or error message)`` in input order.
-    ``workers=0`` decodes in this process, lazily.  :meth:`start` submits the first window, so
-    decoding can run while the caller does other work (building the encoders).  If a decoder
-    process dies (a crashing decoder on a hostile file), the video waited on is retried alone in
-    a fresh process and the rest are resubmitted to a fresh pool.  Worker processes are spawned
-    single-threaded (:mod:`extract.decode_worker`)."""
-
-    def __init__(self, videos: Iterable[VideoFile], spec: DecodeSpec, workers: int, window: int,
-                 threads: bool = False, startup_window: int = 0):
-        self.spec, self.workers, self.threads = spec, int(workers), threads
-        self.window = max(1, int(window))
-        #: videos submitted by :meth:`start` (more than ``window`` lets the workers run ahead
-        #: while the encoders load; the queue then drains to ``window``)
-        self.startup_window = max(self.window, int(startup_window))
-        self.it = iter(videos)
-        self.exhausted = False
-        self.pool: Any = None
-        self.pending: deque[tuple[VideoFile, Future]] = deque()
-        self.folder: str | None = None  # hand-off files of the worker processes
-
-    def _new(self) -> Any:
-        if self.threads:
-            return ThreadPoolExecutor(self.workers, thread_name_prefix="decode")
-        if self.folder is None:
-            self.folder = handoff_folder(self.startup_window * video_bytes(self.spec))
-        return _new_pool(self.workers)
-
-    def _submit(self, v: VideoFile) -> Future:
-        if self.threads:
-            return self.pool.submit(safe_decode, v.path, self.spec)
-        with single_threaded_env():   # worker processes are spawned on submit: env inherited
-            return self.pool.submit(decode_to_file, v.path, self.spec, self.folder)
-
-    def _fill(self, window: int | None = None) -> None:
-        while not self.exhausted and len(self.pending) < (window or self.window):
-            v = next(self.it, None)
-            if v is None:
-                self.exhausted = True
-                break
-            self.pending.append((v, self._submit(v)))
-
-    def start(self) -> "DecodeAhead":
-        if self.workers > 0 and self.pool is None:
-            self.pool = self._new()
-            self._fill(self.startup_window)
-        return self
-
-    def __iter__(self) -> Iterator[tuple[VideoFile, DecodedVideo | str]]:
-        if self.workers <= 0:
-            for v in self.it:
-                yield v, safe_decode(v.path, self.spec)
-            return
-        self.start()
-        try:
-            while True:
-                self._fill()
-                if not self.pending:
-                    return
-                v, fut = self.pending.popleft()
-                try:
-                    res = fut.result()
-                except BrokenProcessPool:
-                    self.pool.shutdown(wait=False, cancel_futures=True)
-                    res = _isolated_decode(v.path, self.spec)
-                    self.pool = self._new()
-                    self.pending = deque((pv, self._submit(pv)) for pv, _ in self.pending)
-                yield v, read_handoff(res) if isinstance(res, Handoff) else res
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = None
-        if self.folder is not None:  # files of videos decoded but not consumed go with it
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self.folder = None
-
-
-def iter_decoded(videos: Iterable[VideoFile], spec: DecodeSpec, workers: int, window: int,
-                 threads: bool = False) -> Iterator[tuple[VideoFile, DecodedVideo | str]]:
-    """Iterate a :class:`DecodeAhead` (the decoding starts at the first ``next``)."""
-    yield from DecodeAhead(videos, spec, workers, window, threads)
-
-
-def clip_input_size(model_name: str) -> int | None:
-    """The open_clip model's own input size from its JSON config file, found without importing
-    open_clip (and torch); None when there is no such file (then decoding waits for the model)."""
-    import importlib.util
-    import json
-
-    try:
-        found = importlib.util.find_spec("open_clip")
-        roots = list(found.submodule_search_locations or []) if found else []
-        for root in roots:
-            f = Path(root) / "model_configs" / f"{model_name.replace('/', '-')}.json"
-            if f.is_file():
-                size = json.loads(f.read_text(encoding="utf-8"))["vision_cfg"]["image_size"]
-                return int(size[0] if isinstance(size, (list, tuple)) else size)
-    except (ImportError, ValueError, KeyError, TypeError, OSError):
-        pass
-    return None
-
-
-def decode_window(cfg: ExtractConfig, workers: int, device_type: str | None = None) -> int:
-    """Videos decoded ahead: enough for every worker to hold two, plus one encoder batch (on
-    ``device_type``, when it is known)."""
-    return 2 * max(workers, 1) + math.ceil(encoder_batch_size(cfg, device_type) / cfg.T)
-
-
-def video_bytes(spec: DecodeSpec) -> int:
-    """Bytes of one decoded video (frames and log-mel patches)."""
-    return int(spec.T) * (int(spec.image_size) ** 2 * 3 + 96 * 64 * 4)
-
-
-def startup_window(cfg: ExtractConfig, workers: int, image_size: int) -> int:
-    """Videos submitted before the encoders load: up to :data:`STARTUP_PER_WORKER` per worker
-    (importing torch and open_clip and building the encoders took 16-29 s on the H100 machine;
-    a 60-s video decodes in about one), within :data:`DECODE_AHEAD_BYTES` (or 1/8 of the
-    physical memory, if less) of decoded frames and patches."""
-    import os
-
-    per_video = video_bytes(DecodeSpec(int(cfg.T), image_size=int(image_size)))
-    budget = DECODE_AHEAD_BYTES
-    try:
-        budget = min(budget, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 8)
-    except (ValueError, OSError, AttributeError):
-        pass
-    base = decode_window(cfg, workers)
-    return max(base, min(base + STARTUP_PER_WORKER * max(workers, 1), budget // max(per_video, 1)))
-
-
-# ---- the in-process video runner -----------------------------------------------------------
-
-
-class _ShardQueue:
-    """Writes shards in one background thread so HDF5 output overlaps encoding; at most one
-    shard is being written while the next is filled."""
-
-    def __init__(self, entry: Path, attrs: dict, on_done: Callable[[ChunkResult], None]):
-        self.entry, self.attrs, self.on_done = entry, attrs, on_done
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="shard-writer")
-        self.current: Future | None = None
-
-    def submit(self, videos: list[EncodedVideo], failures: list[tuple[str, str]]) -> None:
-        self.wait()
-        self.current = self.pool.submit(write_shard, self.entry, self.attrs, videos, failures)
-
-    def wait(self) -> None:
-        if self.current is not None:
-            fut, self.current = self.current, None
-            self.on_done(fut.result())
-
-    def close(self) -> None:
-        try:
-            self.wait()
-        finally:
-            self.pool.shutdown(wait=True)
 
 
 def run_videos_local(todo: Sequence[VideoFile], cfg: ExtractConfig, enc: Encoders, attrs: dict,
@@ -521,7 +97,7 @@ def run_videos_local(todo: Sequence[VideoFile], cfg: ExtractConfig, enc: Encoder
         workers = resolve_workers(cfg.workers)
         decoder = DecodeAhead(todo, spec, workers, decode_window(cfg, workers))
     batch = encoder_batch_size(cfg, enc.clip.device.type)
-    writer = _ShardQueue(entry, attrs, on_result)
+    writer = ShardQueue(entry, attrs, on_result)
     waiting: list[tuple[VideoFile, DecodedVideo]] = []
     done: list[EncodedVideo] = []
     failures: list[tuple[str, str]] = []
@@ -643,7 +219,7 @@ def recorded_failures(entry: Path) -> dict[str, tuple[str, float]]:
 def _failed_before(path: str, mtime: float, known: dict, summary: ExtractSummary) -> bool:
     """Whether ``path`` failed in an earlier run and was not modified since (then it is neither
     decoded nor recorded again; a file changed after its failure is tried again)."""
-    hit = known.get(_utf8(path))
+    hit = known.get(utf8(path))
     if hit is None or mtime > hit[1]:
         return False
     summary.failed_before.append((path, hit[0]))
@@ -655,7 +231,7 @@ def _not_failed_before(rejected: list[tuple[str, str]], known: dict,
     """The files that cannot be inputs, less those an earlier run recorded with the same reason."""
     out = []
     for path, err in rejected:
-        if known.get(_utf8(path), ("",))[0] == _utf8(err):
+        if known.get(utf8(path), ("",))[0] == utf8(err):
             summary.failed_before.append((path, err))
         else:
             out.append((path, err))
@@ -870,7 +446,7 @@ def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> E
             if rejected:
                 on_result(write_shard(entry, attrs, failures=rejected))
             if cfg.scheduler or cfg.dask_workers:
-                from .distributed import DaskRunner
+                from .distributed import DaskRunner  # imports torch (the encoders): only for dask runs
 
                 runner = DaskRunner(cfg)
                 summary.runner = runner.describe()
@@ -980,11 +556,6 @@ def print_summary(summary: ExtractSummary, console: Any = None) -> None:
 def short_error(path: str, error: str) -> str:
     """A failure's reason without the path the row already shows (decode errors start with it
     and decord repeats it at the end)."""
-    for text in (str(path), _utf8(path)):
+    for text in (str(path), utf8(path)):
         error = error.removeprefix(f"{text}: ").replace(f": '{text}'", "")
     return error
-
-
-__all__ = ["extract", "print_summary", "ExtractSummary", "ExtractError", "EncodedVideo",
-           "ChunkResult", "encode_videos", "encode_questions", "extract_video_reference",
-           "write_shard", "iter_decoded", "safe_decode", "store_attrs", "DiscoveryError"]

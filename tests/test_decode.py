@@ -9,7 +9,7 @@ from torchvggish.vggish_input import waveform_to_examples
 
 from extract.decode import (DecodeError, DecodeSpec, decode_video, resized_size, segment_centres)
 from extract.discover import DiscoveryError, discover_videos
-from extract.pipeline import iter_decoded
+from extract.ahead import iter_decoded
 from videos import SAMPLE_RATE, make_corrupt, make_video, second_hz, second_image
 
 S = 64  # a small CLIP input size keeps these tests fast; the rules do not depend on it
@@ -173,7 +173,7 @@ def test_default_workers_follow_the_usable_cores():
     import os
 
     from extract.config import ExtractConfig
-    from extract.pipeline import resolve_workers
+    from extract.ahead import resolve_workers
 
     assert ExtractConfig().workers == -1                      # auto
     assert resolve_workers(-1) == len(os.sched_getaffinity(0))
@@ -184,7 +184,7 @@ def test_default_workers_follow_the_usable_cores():
 
 def test_worker_processes_are_single_threaded_light_and_niced():
     from extract.decode_worker import single_threaded_env, worker_facts
-    from extract.pipeline import DECODE_NICE, _new_pool
+    from extract.ahead import DECODE_NICE, _new_pool
 
     pool = _new_pool(1)
     try:
@@ -199,7 +199,7 @@ def test_worker_processes_are_single_threaded_light_and_niced():
 
 def test_decoding_started_ahead_gives_the_same_results(vids):
     from extract.discover import stat_video
-    from extract.pipeline import DecodeAhead
+    from extract.ahead import DecodeAhead
 
     files = [stat_video(vids[k]) for k in ("av3", "bad", "mute", "tiny", "long")]
     here = list(iter_decoded(files, spec(T=4), workers=0, window=2))
@@ -241,7 +241,7 @@ def test_extract_command_starts_without_torch():
     import sys
 
     code = ("import sys, cli, store, store.layout\n"
-            "from extract.pipeline import extract, DecodeAhead\n"
+            "from extract.pipeline import extract\nfrom extract.ahead import DecodeAhead\n"
             "from extract.weights import WeightsError\n"
             "from qa.annotations import vocabulary_for\n"
             "print('torch' in sys.modules)")
@@ -250,7 +250,7 @@ def test_extract_command_starts_without_torch():
 
 
 def test_clip_input_size_is_read_without_building_the_model():
-    from extract.pipeline import clip_input_size
+    from extract.ahead import clip_input_size
 
     assert clip_input_size("ViT-B-32") == 224
     assert clip_input_size("ViT-B/32") == 224

@@ -15,7 +15,9 @@ from typer.testing import CliRunner
 from extract.config import ExtractConfig
 from extract.discover import stat_video
 from extract.encoders import get_encoders
-from extract.pipeline import ExtractError, extract, extract_video_reference
+from extract.encode import extract_video_reference
+from extract.errors import ExtractError
+from extract.pipeline import extract
 from extract.weights import save_weights, sha256_file
 from store import FeatureStore, store_info, verify_store
 from videos import (make_corrupt, make_video, store_by_id, write_music_annotations)
