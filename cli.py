@@ -5,6 +5,11 @@ result.  Run ``python cli.py --help`` for the list of commands.
 """
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import inspect
+import typing
+
 import typer
 
 app = typer.Typer(
@@ -124,103 +129,63 @@ def store_verify_cmd(
 
 
 # ---- extraction commands ---------------------------------------------------------------------
-@app.command("extract")
-def extract_cmd(
-    videos: str = typer.Option(None, "--videos", help="Folder searched recursively for videos "
-                               "(mp4, mkv, webm, avi, mov); the video id is the file stem."),
-    annotations: str = typer.Option(None, "--annotations", help="Annotation file or folder "
-                                    "(MUSIC-AVQA / AVQA JSON). Default: annotation files found under --videos."),
-    out: str = typer.Option(None, "--out", help="Entry file of the feature store (default feats.h5; "
-                            "shards go to feats.shards/ beside it)."),
-    segments: int = typer.Option(None, "--segments", "-T", help="Segments per video (default 60)."),
-    fps: float = typer.Option(None, "--fps", help="Segments per second (default 1: one frame and one "
-                              "second of audio per segment)."),
-    sampling: str = typer.Option(None, "--sampling", help="Videos longer than T segments: 'truncate' keeps "
-                                 "the first T segments (default); 'uniform' spreads T segment centres "
-                                 "evenly over the whole video. Shorter videos always repeat their last "
-                                 "real segment."),
-    clip_model: str = typer.Option(None, "--clip-model", help="Any open_clip model name (default ViT-B-32)."),
-    clip_weights: str = typer.Option(None, "--clip-weights", help="'default' (open_clip 'openai' weights from "
-                                     "the cache or the network), an open_clip tag, a local weight file, "
-                                     "'random' or 'random:<seed>'."),
-    vggish_weights: str = typer.Option(None, "--vggish-weights", help="'default' (torchvggish release weights "
-                                       "from the torch hub cache or the network), a local state_dict file, "
-                                       "'random' or 'random:<seed>'."),
-    vggish_postprocess: bool = typer.Option(None, "--vggish-postprocess/--no-vggish-postprocess",
-                                            help="Apply VGGish PCA whitening + 8-bit quantisation "
-                                                 "(AudioSet release format; default off)."),
-    vggish_pca: str = typer.Option(None, "--vggish-pca", help="PCA parameters for --vggish-postprocess: "
-                                   "'default' (torchvggish release file) or a local file."),
-    seed: int = typer.Option(None, "--seed", help="Seed for 'random' weights (default 0)."),
-    image_size: int = typer.Option(None, "--image-size", help="CLIP input size in pixels (default: the model's)."),
-    text_len: int = typer.Option(None, "--text-len", help="Token positions stored per question (default 32)."),
-    patches: bool = typer.Option(None, "--patches/--no-patches", help="Also store CLIP patch tokens per "
-                                 "frame (large; default off)."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Frames per encoder batch, gathered across "
-                                   "videos (default 0 = auto: 256 on CUDA, 32 on the CPU)."),
-    text_batch_size: int = typer.Option(None, "--text-batch-size", help="Questions per text-encoder batch "
-                                        "(default 256)."),
-    workers: int = typer.Option(None, "--workers", help="Decode worker processes, single-threaded each "
-                                "(default -1: one per usable CPU core; 0 = decode in the main process)."),
-    shard_size: int = typer.Option(None, "--shard-size", help="Videos per shard; a crash loses at most one "
-                                   "open shard (default 64)."),
-    question_shard_size: int = typer.Option(None, "--question-shard-size", help="Questions per question "
-                                            "shard (default 8192)."),
-    device: str = typer.Option(None, "--device", help="'auto' (CUDA when available; default), 'cpu' or 'cuda'."),
-    precision: str = typer.Option(None, "--precision", help="Encoder precision on CUDA: 'auto' (bf16 where "
-                                  "supported, else fp16; default), 'fp16', 'bf16' or 'fp32'. CPU is fp32."),
-    scheduler: str = typer.Option(None, "--scheduler", help="Run on an existing dask.distributed cluster at "
-                                  "this address (tcp://host:port); workers need the same paths."),
-    dask_workers: int = typer.Option(None, "--dask-workers", help="Start a dask LocalCluster with N worker "
-                                     "processes (default 0: no dask, in-process)."),
-    strict: bool = typer.Option(None, "--strict/--no-strict", help="Exit with status 1 when any video "
-                                "fails (default: record failures, exit 0)."),
-    questions_only: bool = typer.Option(None, "--questions-only/--no-questions-only", help="Only add "
-                                        "questions to an existing store; decode no video."),
-    keep_unknown: bool = typer.Option(None, "--keep-unknown/--no-keep-unknown", help="Keep questions whose "
-                                      "answer/type is outside the vocabulary (index -1) instead of failing."),
-    split: str = typer.Option(None, "--split", help="Only questions of this split (train/val/test)."),
-    dataset: str = typer.Option(None, "--dataset", help="Answer vocabulary a store gets when no annotations "
-                                "are given: 'music-avqa' (default) or 'avqa'."),
-    config: str = typer.Option(None, "--config", help="TOML/YAML/JSON file with ExtractConfig fields; "
-                               "options given here override it."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-) -> None:
+#: option names that are not the field name with '-' for '_'
+EXTRACT_FLAGS = {"T": ("--segments", "-T")}
+
+
+def config_options(cls: type, flags: dict[str, tuple[str, ...]]) -> list[inspect.Parameter]:
+    """One ``--option`` per field of config dataclass ``cls``, named and documented by the field
+    (its ``#:`` comment), defaulting to None (= the config's value); booleans as --x/--no-x."""
+    from common.config import field_docs
+
+    docs, hints = field_docs(cls), typing.get_type_hints(cls)
+    params = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        kind = tp if tp in (bool, int, float) else str   # Literal fields: strings, checked by the config
+        dash = f.name.replace("_", "-")
+        names = flags.get(f.name) or ((f"--{dash}/--no-{dash}",) if kind is bool else (f"--{dash}",))
+        doc = docs.get(f.name, f.name).replace("``", "")
+        opt = typer.Option(None, *names, help=f"{doc[:1].upper()}{doc[1:]} (default "
+                                              f"{_shown_default(f.default)}).")
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt,
+                                        annotation=typing.Optional[kind]))
+    return params
+
+
+def _shown_default(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "none" if value in ("", None) else repr(value) if isinstance(value, str) else str(value)
+
+
+def extract_cmd(config: str = typer.Option(None, "--config", help="TOML/YAML/JSON file with "
+                                           "ExtractConfig fields; options given here override it."),
+                set_: list[str] = typer.Option(None, "--set", metavar="KEY=VALUE",
+                                               help="Override any config field (JSON value); "
+                                                    "repeatable; applied last."),
+                quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+                **fields) -> None:
     """Extract VGGish + CLIP features of every video (and its questions) into a sharded feature
     store. Resumable: re-running skips videos already stored (changed files are re-extracted).
-    Undecodable videos are recorded as failures and the run goes on."""
+    Undecodable videos are recorded as failures and the run goes on. Every option is a field of
+    ExtractConfig (extract/config.py)."""
     import logging
 
     from rich.console import Console
 
-    from qa.annotations import AnnotationError
+    from common.config import parse_set_options
     from extract.config import load_extract_config
-    from extract.decode import DecodeError
-    from extract.discover import DiscoveryError
-    from extract.errors import ExtractError
     from extract.pipeline import extract, print_summary
-    from extract.weights import WeightsError
-    from store import StoreError
-    from common.config import ConfigError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     console = Console()
     on_interrupt("interrupted: the shards written so far are kept; run the same command again "
                  "to resume")
-    overrides = {"videos": videos, "annotations": annotations, "out": out, "T": segments, "fps": fps,
-                 "sampling": sampling, "clip_model": clip_model, "clip_weights": clip_weights,
-                 "vggish_weights": vggish_weights, "vggish_postprocess": vggish_postprocess,
-                 "vggish_pca": vggish_pca, "seed": seed, "image_size": image_size, "text_len": text_len,
-                 "patches": patches, "batch_size": batch_size, "text_batch_size": text_batch_size,
-                 "workers": workers, "shard_size": shard_size, "question_shard_size": question_shard_size,
-                 "device": device, "precision": precision, "scheduler": scheduler,
-                 "dask_workers": dask_workers, "strict": strict, "questions_only": questions_only,
-                 "keep_unknown": keep_unknown, "split": split, "dataset": dataset}
     try:
-        cfg = load_extract_config(config, overrides)
+        cfg = load_extract_config(config, {**fields, **parse_set_options(set_)})
         summary = extract(cfg, progress=not quiet, console=console)
-    except (ConfigError, ExtractError, DiscoveryError, WeightsError, AnnotationError, StoreError,
-            DecodeError) as exc:
+    except _extract_errors() as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     print_summary(summary, console)
@@ -228,6 +193,34 @@ def extract_cmd(
     if cfg.strict and failed:
         console.print(f"[red]--strict: {failed} video(s) failed[/red]")
         raise typer.Exit(1)
+
+
+def _extract_errors() -> tuple[type[Exception], ...]:
+    """Exceptions of extraction that are the user's input, printed without a traceback."""
+    from common.config import ConfigError
+    from common.device import DeviceError
+    from extract.decode import DecodeError
+    from extract.discover import DiscoveryError
+    from extract.errors import ExtractError
+    from extract.weights import WeightsError
+    from qa.annotations import AnnotationError
+    from store import StoreError
+
+    return (ConfigError, ExtractError, DiscoveryError, WeightsError, AnnotationError, StoreError,
+            DecodeError, DeviceError)
+
+
+def _with_config_options(func, cls_path: str, flags: dict[str, tuple[str, ...]]):
+    """``func`` with its ``**fields`` replaced by one option per field of the config class."""
+    module, _, name = cls_path.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    sig = inspect.signature(func)
+    own = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    func.__signature__ = sig.replace(parameters=own + config_options(cls, flags))
+    return func
+
+
+app.command("extract")(_with_config_options(extract_cmd, "extract.config.ExtractConfig", EXTRACT_FLAGS))
 
 
 @app.command("synth")
@@ -262,7 +255,7 @@ def synth_cmd(
     from rich.progress import Progress
     from rich.table import Table
 
-    from synth.generate import SynthConfig, synthesize
+    from synth.generate import SynthConfig, SynthError, synthesize
     from common.config import ConfigError, resolve
 
     overrides = {"n_videos": videos, "seed": seed, "min_seconds": min_seconds, "max_seconds": max_seconds,
@@ -279,7 +272,7 @@ def synth_cmd(
         try:
             summary = synthesize(out, config=cfg,
                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
-        except (FileExistsError, ValueError) as exc:
+        except SynthError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2)
     table = Table(title=f"synthetic dataset {summary.out_dir}", show_header=False)
@@ -321,14 +314,14 @@ def model_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from model import VARIANTS, build_model, count_parameters
+    from model import VARIANTS, BackendUnavailable, ModelConfigError, build_model, count_parameters
 
     names = list(VARIANTS) if all_variants else [variant]
     dims = dict(audio_dim=audio_dim, visual_dim=visual_dim, text_dim=text_dim, n_answers=answers,
                 n_options=options, d_model=d_model, n_layers=layers)
     try:
         models = {n: build_model(n, **dims) for n in names}
-    except (ValueError, RuntimeError) as exc:
+    except (ModelConfigError, BackendUnavailable) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     counts = {n: count_parameters(m) for n, m in models.items()}
@@ -371,11 +364,13 @@ def _quiet_openmp_env() -> None:
 def _train_errors():
     """Exceptions of train/eval that are the user's input, printed without a traceback."""
     from common.config import ConfigError
+    from common.device import DeviceError
+    from model import ModelConfigError
     from store.errors import StoreError
     from train import CheckpointError, DataError, RunError, ScoringError
 
     return (ConfigError, StoreError, CheckpointError, DataError, RunError, ScoringError,
-            ValueError, FileNotFoundError)
+            ModelConfigError, DeviceError)
 
 
 @app.command("train")

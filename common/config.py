@@ -7,7 +7,9 @@ knows nothing about any of them.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
+import re
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -182,3 +184,23 @@ def parse_set_options(items: list[str] | None) -> dict[str, Any]:
             value = raw
         out[key.strip()] = value
     return out
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The documentation of each field of dataclass ``cls``: the ``#:`` comment lines just above
+    it in the source (the Sphinx convention), joined into one line."""
+    docs: dict[str, str] = {}
+    pending: list[str] = []
+    for line in inspect.getsource(cls).splitlines():
+        text = line.strip()
+        if text.startswith("#:"):
+            pending.append(text[2:].strip())
+            continue
+        m = _FIELD_LINE.match(text)
+        if m and pending:
+            docs[m.group(1)] = " ".join(pending)
+        pending = []
+    return docs
+
+
+_FIELD_LINE = re.compile(r"([A-Za-z_]\w*)\s*:")

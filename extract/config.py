@@ -56,9 +56,8 @@ class ExtractConfig:
     batch_size: int = 0
     #: questions (and options) per text-encoder batch
     text_batch_size: int = 256
-    #: decode worker processes, each single-threaded (-1 = one per usable core, from
-    #: ``os.sched_getaffinity``; 0 = decode in the main process).  With dask: decode threads per
-    #: task (-1 = 2)
+    #: decode worker processes, each single-threaded (-1: one per usable core; 0 = decode in the
+    #: main process).  With dask: decode threads per task (-1 = 2)
     workers: int = -1
     #: videos per shard (a crash loses at most the open shard)
     shard_size: int = 64

@@ -37,6 +37,10 @@ _CHOICES = {
 RUNTIME_FIELDS = ("backend", "dropout", "align_temperature")
 
 
+
+class ModelConfigError(ValueError):
+    """A model configuration, variant or checkpoint that does not fit; the message says why."""
+
 @dataclass
 class SHMambaConfig:
     """Architecture of one SHMamba model.  Every field has a default; dims come from the store."""
@@ -78,36 +82,36 @@ class SHMambaConfig:
         for name, choices in _CHOICES.items():
             value = getattr(self, name)
             if value not in choices:
-                raise ValueError(f"SHMambaConfig.{name}: {value!r} is not one of {list(choices)}")
+                raise ModelConfigError(f"SHMambaConfig.{name}: {value!r} is not one of {list(choices)}")
         for name in ("audio_dim", "visual_dim", "text_dim", "d_model", "n_layers", "d_state",
                      "d_conv", "expand", "n_heads", "curvature_hidden", "fusion_kernel"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"SHMambaConfig.{name}: must be a positive integer, got {value!r}")
+                raise ModelConfigError(f"SHMambaConfig.{name}: must be a positive integer, got {value!r}")
         for name in ("n_answers", "n_options"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"SHMambaConfig.{name}: must be an integer >= 0, got {value!r}")
+                raise ModelConfigError(f"SHMambaConfig.{name}: must be an integer >= 0, got {value!r}")
         if self.n_answers == 0 and self.n_options == 0:
-            raise ValueError("SHMambaConfig: n_answers and n_options are both 0: nothing to predict")
+            raise ModelConfigError("SHMambaConfig: n_answers and n_options are both 0: nothing to predict")
         if self.d_model % self.n_heads:
-            raise ValueError(f"SHMambaConfig.d_model ({self.d_model}) must be divisible by "
+            raise ModelConfigError(f"SHMambaConfig.d_model ({self.d_model}) must be divisible by "
                              f"n_heads ({self.n_heads})")
         if self.fusion_kernel % 2 == 0:
-            raise ValueError(f"SHMambaConfig.fusion_kernel must be odd, got {self.fusion_kernel}")
+            raise ModelConfigError(f"SHMambaConfig.fusion_kernel must be odd, got {self.fusion_kernel}")
         for name in ("k0", "clip_radius", "align_temperature"):
             if not float(getattr(self, name)) > 0:
-                raise ValueError(f"SHMambaConfig.{name}: must be > 0, got {getattr(self, name)!r}")
+                raise ModelConfigError(f"SHMambaConfig.{name}: must be > 0, got {getattr(self, name)!r}")
         if self.k0 ** 0.5 * self.clip_radius > 3.0:
             # tanh(3.0) = 0.99505 < 1 - 4e-3: clipped points never reach geoopt's boundary projection,
             # so logmap0 inverts expmap0 exactly.
-            raise ValueError(f"SHMambaConfig: sqrt(k0) * clip_radius must be <= 3.0 (points would be "
+            raise ModelConfigError(f"SHMambaConfig: sqrt(k0) * clip_radius must be <= 3.0 (points would be "
                              f"pushed onto the ball's boundary), got k0={self.k0}, "
                              f"clip_radius={self.clip_radius}")
         if self.features == "ball" and self.geometry != "hyperbolic":
-            raise ValueError("SHMambaConfig.features = 'ball' needs geometry = 'hyperbolic'")
+            raise ModelConfigError("SHMambaConfig.features = 'ball' needs geometry = 'hyperbolic'")
         if not 0.0 <= float(self.dropout) < 1.0:
-            raise ValueError(f"SHMambaConfig.dropout: must be in [0, 1), got {self.dropout!r}")
+            raise ModelConfigError(f"SHMambaConfig.dropout: must be in [0, 1), got {self.dropout!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

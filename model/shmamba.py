@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from .config import SHMambaConfig
+from .config import ModelConfigError, SHMambaConfig
 from .fusion import AttentionPool, ConcatFusion, CrossFusion
 from .hyperbolic import Alignment
 from .ssm import resolve_backend
@@ -230,7 +230,7 @@ def decode_arch(t: torch.Tensor) -> dict:
     try:
         return json.loads(bytes(t.detach().to("cpu", torch.uint8).tolist()).decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"state_dict[{ARCH_KEY!r}] is not a valid architecture record: {exc}") from exc
+        raise ModelConfigError(f"state_dict[{ARCH_KEY!r}] is not a valid architecture record: {exc}") from exc
 
 
 def check_architecture(theirs: dict, mine: dict) -> None:
@@ -241,7 +241,7 @@ def check_architecture(theirs: dict, mine: dict) -> None:
     keys = sorted(set(theirs) | set(mine))
     diff = [f"{k}: {theirs.get(k)!r} (state_dict) vs {mine.get(k)!r} (model)"
             for k in keys if k != "variant" and theirs.get(k) != mine.get(k)]
-    raise ValueError(f"state_dict was saved from variant {theirs.get('variant')!r} but the model is "
+    raise ModelConfigError(f"state_dict was saved from variant {theirs.get('variant')!r} but the model is "
                      f"variant {mine.get('variant')!r}; differing fields: {'; '.join(diff) or 'none'}")
 
 
@@ -253,7 +253,7 @@ def load_state(model: SHMamba, state: dict, variant: str | None = None) -> None:
     keys.
     """
     if variant is not None and variant != model.variant:
-        raise ValueError(f"checkpoint variant {variant!r} does not match the model variant {model.variant!r}")
+        raise ModelConfigError(f"checkpoint variant {variant!r} does not match the model variant {model.variant!r}")
     if ARCH_KEY in state:
         check_architecture(decode_arch(state[ARCH_KEY]), decode_arch(getattr(model, ARCH_KEY)))
     own = model.state_dict()
@@ -262,7 +262,7 @@ def load_state(model: SHMamba, state: dict, variant: str | None = None) -> None:
                  for k in sorted(set(own) & set(state))
                  if k != ARCH_KEY and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or misshapen:
-        raise ValueError(f"state_dict does not fit variant {model.variant!r}: missing keys {missing[:8]}"
+        raise ModelConfigError(f"state_dict does not fit variant {model.variant!r}: missing keys {missing[:8]}"
                          f"{' ...' if len(missing) > 8 else ''}, unexpected keys {unexpected[:8]}"
                          f"{' ...' if len(unexpected) > 8 else ''}, shape mismatches {misshapen[:8]}")
     model.load_state_dict(state, strict=True)
@@ -287,7 +287,7 @@ def build_model(name_or_config: str | SHMambaConfig = DEFAULT_VARIANT, seed: int
     if isinstance(name_or_config, SHMambaConfig):
         known = set(name_or_config.to_dict())
         if set(overrides) - known:
-            raise ValueError(f"build_model: unknown SHMambaConfig field(s) {sorted(set(overrides) - known)}")
+            raise ModelConfigError(f"build_model: unknown SHMambaConfig field(s) {sorted(set(overrides) - known)}")
         cfg = SHMambaConfig(**{**name_or_config.to_dict(), **overrides}) if overrides else name_or_config
     else:
         cfg = variant_config(name_or_config, **overrides)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from mambapy.mamba import MambaBlock, MambaConfig
 
 from . import scan
+from .config import ModelConfigError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def resolve_backend(requested: str = "auto", d_state: int = 16, d_conv: int = 4)
     cannot run raises :class:`BackendUnavailable` (a RuntimeError) saying what is missing.
     """
     if requested not in ("auto", *BACKENDS):
-        raise ValueError(f"unknown Mamba backend {requested!r}; use one of {['auto', *BACKENDS]}")
+        raise ModelConfigError(f"unknown Mamba backend {requested!r}; use one of {['auto', *BACKENDS]}")
     if requested == "mambapy":
         return "mambapy", "requested"
     has_cuda = torch.cuda.is_available()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .config import SHMambaConfig
+from .config import ModelConfigError, SHMambaConfig
 
 # The switches that tell variants apart.
 SWITCHES = ("geometry", "curvature", "features", "temporal", "fusion", "mamba_weights")
@@ -28,11 +28,11 @@ DEFAULT_VARIANT = "shmamba"
 def variant_config(name: str, **overrides) -> SHMambaConfig:
     """The config of variant ``name`` with ``overrides`` (any SHMambaConfig field) applied."""
     if name not in VARIANTS:
-        raise ValueError(f"unknown model variant {name!r}; known variants: {sorted(VARIANTS)}")
+        raise ModelConfigError(f"unknown model variant {name!r}; known variants: {sorted(VARIANTS)}")
     fields = {f.name for f in dataclasses.fields(SHMambaConfig)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise ValueError(f"variant {name!r}: unknown SHMambaConfig field(s) {unknown}; "
+        raise ModelConfigError(f"variant {name!r}: unknown SHMambaConfig field(s) {unknown}; "
                          f"known: {sorted(fields)}")
     return SHMambaConfig(**{**VARIANTS[name], **overrides})
 

@@ -38,6 +38,10 @@ DECORD_BAD_WIDTHS = (48, 72)
 SCENES_FORMAT = 1
 
 
+
+class SynthError(Exception):
+    """An output folder or scenes file the generator cannot use; the message says why."""
+
 @dataclass
 class SynthConfig:
     """Everything ``python cli.py synth`` needs (fields are its options)."""
@@ -247,7 +251,7 @@ def synthesize(out_dir: str | Path, n_videos: int | None = None, seed: int | Non
     out = Path(out_dir)
     scenes_path = out / "scenes.json"
     if out.exists() and any(out.iterdir()) and not scenes_path.is_file():
-        raise FileExistsError(f"{out}: not empty and not a synth output (no scenes.json); "
+        raise SynthError(f"{out}: not empty and not a synth output (no scenes.json); "
                               "choose an empty or new folder")
     p = plan(config)
     doc = _json_bytes(scenes_document(p))
@@ -308,7 +312,7 @@ def load_scenes(path: str | Path) -> dict:
         path = path / "scenes.json"
     doc = json.loads(path.read_text(encoding="utf-8"))
     if doc.get("format") != SCENES_FORMAT or "scenes" not in doc:
-        raise ValueError(f"{path}: not a synth scenes file (format {doc.get('format')!r})")
+        raise SynthError(f"{path}: not a synth scenes file (format {doc.get('format')!r})")
     return doc
 
 

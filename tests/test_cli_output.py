@@ -78,3 +78,19 @@ def test_train_and_random_weight_extract_print_no_library_warnings(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     both = p.stdout + p.stderr
     assert "No pretrained weights loaded" not in both and "RANDOM WEIGHTS" in both, both
+
+
+def test_extract_options_are_the_config_fields_and_set_reaches_any_of_them():
+    """One source: every ExtractConfig field is an option (named and documented by the field);
+    --set reaches the same fields and is checked like them."""
+    import dataclasses
+
+    from extract.config import ExtractConfig
+
+    cmd = typer.main.get_command(cli.app).commands["extract"]
+    names = {p.name for p in cmd.params}
+    assert names == {f.name for f in dataclasses.fields(ExtractConfig)} | {"config", "set_", "quiet"}
+    res = CliRunner().invoke(cli.app, ["extract", "--videos", ".", "--set", "T=0"])
+    assert res.exit_code == 2 and "T must be >= 1" in res.output, res.output
+    res = CliRunner().invoke(cli.app, ["extract", "--videos", ".", "--set", "no_such_field=1"])
+    assert res.exit_code == 2 and "no_such_field" in res.output, res.output

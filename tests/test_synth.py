@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from qa.annotations import load_annotations
-from synth.generate import SynthConfig, plan, synthesize
+from synth.generate import SynthConfig, SynthError, plan, synthesize
 from synth.questions import TYPES, answer_vocabulary, scene_answers
 
 SMALL = dict(n_videos=12, seed=7, min_seconds=2.0, max_seconds=5.0, long_fraction=0.05,
@@ -292,7 +292,7 @@ def test_bad_input_is_reported(tmp_path):
     with pytest.raises(ValueError, match="min_seconds"):
         SynthConfig(min_seconds=5, max_seconds=2)
     (tmp_path / "mine.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="not a synth output"):
+    with pytest.raises(SynthError, match="not a synth output"):
         synthesize(tmp_path, n_videos=2)
     assert (tmp_path / "mine.txt").read_text() == "keep me"
     res = CliRunner().invoke(__import__("cli").app, ["synth", "--out", str(tmp_path / "x"),

@@ -89,7 +89,7 @@ class TrainConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(message)
+                raise ConfigError(message)
 
 
 def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
