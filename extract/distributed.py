@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from common.config import build, to_dict
+from store.index import read_shard_summary
+from store.layout import complete_shards
 
 from .config import ExtractConfig, encoder_batch_size
 from .decode import DecodeSpec
@@ -46,8 +48,6 @@ def chunk_written(entry: str, before: Sequence[str], videos: Sequence[VideoFile]
     """The result of an earlier attempt of this task whose worker died after writing its
     shard: a complete shard not among ``before`` (the shards when the run began) that holds
     one of the chunk's videos, failures or questions; None if there is none."""
-    from store.index import read_shard_summary
-    from store.layout import complete_shards
 
     ids, qids = {v.video_id for v in videos}, set(question_ids)
     paths = {utf8(v.path) for v in videos}
@@ -150,7 +150,6 @@ class DaskRunner:
 
     def run_videos(self, todo: Sequence[VideoFile], attrs: dict, entry: Path,
                    on_result: Callable[[ChunkResult], None]) -> None:
-        from store.layout import complete_shards
 
         n = self.cfg.shard_size
         chunks = [list(todo[i:i + n]) for i in range(0, len(todo), n)]
@@ -159,7 +158,6 @@ class DaskRunner:
 
     def run_questions(self, records: Sequence[Any], attrs: dict, entry: Path,
                       on_result: Callable[[ChunkResult], None]) -> None:
-        from store.layout import complete_shards
 
         n = self.cfg.question_shard_size
         chunks = [list(records[i:i + n]) for i in range(0, len(records), n)]

@@ -40,6 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from qa.annotations import DATASETS, Vocabulary, find_annotation_files, load_annotations, vocabulary_for
+from store import FeatureStore, StoreLock, drop_videos, rebuild_index
+from store.attrs import attr_differences
+from store.index import read_shard_summary
+from store.layout import complete_shards, temp_files
+from store.lock import describe
+
 from .ahead import DecodeAhead, clip_input_size, decode_window, resolve_workers, startup_window
 from .config import ExtractConfig, encoder_batch_size
 from .decode import DecodedVideo, DecodeSpec
@@ -149,8 +156,6 @@ def run_questions_local(records: Sequence[Any], cfg: ExtractConfig, enc: Encoder
 
 def _load_records(cfg: ExtractConfig, store_vocab: Any = None) -> tuple[list, Any]:
     """Annotation records (filtered by split) and their vocabulary; ([], None) when none."""
-    from qa.annotations import find_annotation_files, load_annotations
-
     if cfg.annotations:
         paths: Any = cfg.annotations
     elif cfg.videos and Path(cfg.videos).is_dir():
@@ -169,12 +174,8 @@ def _load_records(cfg: ExtractConfig, store_vocab: Any = None) -> tuple[list, An
 
 
 def _vocab_from_attrs(attrs: dict) -> Any:
-    from qa.annotations import DATASETS, Vocabulary
-
-    if attrs.get("dataset") not in DATASETS:
-        return None
-    return Vocabulary(dataset=attrs["dataset"], answers=tuple(attrs["answer_vocab"]),
-                      types=tuple(attrs["type_names"]), groups={})
+    """The store's vocabulary (None for a store of no known dataset)."""
+    return Vocabulary.from_attrs(attrs) if attrs.get("dataset") in DATASETS else None
 
 
 #: extractor settings that change the video features without changing a store attribute
@@ -182,7 +183,6 @@ VIDEO_FEATURE_SETTINGS = ("sampling", "image_size")
 
 
 def _check_compatible(attrs: dict, existing: dict, entry: Path, questions_only: bool = False) -> None:
-    from store.attrs import attr_differences
 
     was, now = existing.get("extractor_config") or {}, attrs.get("extractor_config") or {}
     for k in () if questions_only else VIDEO_FEATURE_SETTINGS:
@@ -203,8 +203,6 @@ def _check_compatible(attrs: dict, existing: dict, entry: Path, questions_only: 
 def recorded_failures(entry: Path) -> dict[str, tuple[str, float]]:
     """Input path -> (error, when it was last recorded: the mtime of the newest shard holding
     that failure), from every complete shard of the store."""
-    from store.index import read_shard_summary
-    from store.layout import complete_shards
 
     known: dict[str, tuple[str, float]] = {}
     for shard in complete_shards(entry):
@@ -242,7 +240,6 @@ def _check_something_to_do(cfg: ExtractConfig, entry: Path, inputs: bool, record
                            existing_attrs: dict | None) -> None:
     """ExtractError when the run could write nothing: questions without any video (no video
     inputs and no store; or, with ``questions_only``, none of their videos in the store)."""
-    from store import FeatureStore
 
     if not cfg.questions_only and not inputs and existing_attrs is None:
         raise ExtractError(f"nothing to extract: no videos ({', '.join(VIDEO_EXTENSIONS)}) under "
@@ -330,8 +327,6 @@ def _clock(seconds: float) -> str:
 
 def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> ExtractSummary:
     """Run stage one for ``cfg`` (see the module doc); returns what was done."""
-    from store import FeatureStore, StoreLock, drop_videos, rebuild_index
-    from store.layout import complete_shards, temp_files
 
     t0 = time.monotonic()
     entry = Path(cfg.out)
@@ -343,7 +338,6 @@ def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> E
     entry.parent.mkdir(parents=True, exist_ok=True)
     with StoreLock(entry) as lock:
         if lock.took_over is not None:
-            from store.lock import describe
 
             log.warning("took over the store lock left by %s (that process is gone)",
                         describe(lock.took_over))
@@ -369,8 +363,6 @@ def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> E
         if vocab is None:
             vocab = store_vocab
         if vocab is None:
-            from qa.annotations import vocabulary_for
-
             vocab = vocabulary_for(cfg.dataset)
         summary.questions_found = len(records)
         if not videos and not rejected and not records:

@@ -9,6 +9,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from store import ShardWriter
+
 from .encode import EncodedVideo
 from .errors import ExtractError
 
@@ -30,7 +32,6 @@ def write_shard(entry: str | Path, attrs: dict, videos: Sequence[EncodedVideo] =
     error (disk full, quota, I/O error) becomes an :class:`ExtractError` naming the shard; the
     unfinished shard stays a temp file that is never read, and the shards written before it
     are intact, so running the same command again resumes."""
-    from store import ShardWriter
 
     if not videos and not failures and not questions:
         return ChunkResult(None)

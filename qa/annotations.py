@@ -168,6 +168,23 @@ class Vocabulary:
             raise UnknownLabelError(f"answer {answer!r} is not in the {self.dataset} answer "
                                     f"vocabulary ({len(self.answers)} answers)") from None
 
+    def to_attrs(self) -> dict:
+        """The store attributes that hold this vocabulary (:meth:`from_attrs` reads them back)."""
+        return {"dataset": self.dataset, "answer_vocab": list(self.answers),
+                "type_names": list(self.types)}
+
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> "Vocabulary":
+        """The vocabulary a store holds; groups come from the ``"Group/Type"`` type names (none
+        when the names have no group, as in AVQA)."""
+        types = tuple(attrs["type_names"])
+        groups: dict[str, list[str]] = {}
+        for t in types:
+            if "/" in t:
+                groups.setdefault(t.split("/", 1)[0], []).append(t)
+        return cls(dataset=str(attrs.get("dataset", "")), answers=tuple(attrs["answer_vocab"]),
+                   types=types, groups={g: tuple(m) for g, m in groups.items()})
+
     def type_index(self, type_name: str) -> int:
         """Index of ``type_name``; :class:`UnknownLabelError` if absent."""
         try:

@@ -24,6 +24,7 @@ import torch
 
 from store.reader import FeatureStore
 from store.schema import SCHEMA_VERSION
+from store.verify import verify_store
 
 #: store attributes a run and a checkpoint depend on
 DIM_ATTRS = ("schema_version", "T", "audio_dim", "visual_dim", "text_dim", "text_len", "n_options")
@@ -78,7 +79,6 @@ def check_store_quick(path: str) -> None:
     Questions whose video is not in the store are allowed (they are counted as dropped)."""
     from pathlib import Path
 
-    from store.verify import verify_store
 
     if not Path(path).exists():
         return                      # FeatureStore names the missing file

@@ -32,6 +32,7 @@ import numpy as np
 
 from common.device import resolve_device
 from common.files import write_json_atomic
+from model import SHMambaConfig, build_model
 from qa.annotations import QARecord, Vocabulary, normalize_answer
 from qa.scoring import format_table, majority_baseline, score, write_predictions
 
@@ -53,15 +54,8 @@ class StoreMismatchWarning(UserWarning):
 
 
 def store_vocabulary(attrs: dict) -> Vocabulary:
-    """The scorer's vocabulary from store attributes: answers, types, and groups taken from
-    ``"Group/Type"`` type names (none when the names have no group, as in AVQA)."""
-    types = tuple(attrs["type_names"])
-    groups: dict[str, list[str]] = {}
-    for t in types:
-        if "/" in t:
-            groups.setdefault(t.split("/", 1)[0], []).append(t)
-    return Vocabulary(dataset=str(attrs.get("dataset", "")), answers=tuple(attrs["answer_vocab"]),
-                      types=types, groups={g: tuple(m) for g, m in groups.items()})
+    """The scorer's vocabulary from store attributes (:meth:`Vocabulary.from_attrs`)."""
+    return Vocabulary.from_attrs(attrs)
 
 
 def records_for_rows(store, rows: np.ndarray) -> list[QARecord]:
@@ -123,7 +117,6 @@ def evaluate(run_dir: str | Path | None = None, store: str | None = None, split:
     run directory; return the scorer's report with ``"majority_baseline"`` (majority answer per type from
     ``baseline_split``, if the store has it), ``"files"`` and ``"table"`` added."""
 
-    from model import SHMambaConfig, build_model
 
     from .plots import (plot_confusion, plot_curvature, plot_training_curves,
                         plot_type_accuracy)

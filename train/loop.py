@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from common.config import ConfigError
+from common.config import ConfigError, read_config_file
 from common.files import write_json_atomic
 from model import BackendUnavailable, build_model, count_parameters, resolve_backend, variant_config
 from qa.scoring import score
@@ -96,7 +96,6 @@ def prepare_config(config_file: str | None = None, overrides: dict | None = None
                    resume: str | None = None) -> tuple[TrainConfig, Path | None]:
     """The run's config: a new one (defaults <- file <- overrides), or for ``resume`` the
     recorded one with only runtime fields overridden.  Returns (config, run dir or None)."""
-    from common.config import read_config_file
 
     if resume is None:
         return load_train_config(config_file, overrides), None
