@@ -105,7 +105,7 @@ def test_streaming_gives_the_same_batches_as_resident(gen, budget_kind):
 
 def test_store_dims_that_differ_from_the_config_are_refused(gen, tmp_path):
     cfg = tiny_cfg(gen.path, tmp_path / "runs", model={**TINY, "visual_dim": 64})
-    with pytest.raises(ValueError, match=r"visual_dim: store has 32, config model.visual_dim = 64"):
+    with pytest.raises(ValueError, match=r"visual_dim: store has 32, config model has 64"):
         train(cfg)
     assert not (tmp_path / "runs").exists()      # refused before any run directory was made
     from train.data import check_dims, store_dims

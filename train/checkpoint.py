@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import pickle
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,10 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
+
 from store.layout import fsync_dir
+
+from .data import dim_differences
 
 CHECKPOINT_FORMAT = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -197,9 +200,7 @@ def check_compatible(meta: dict, *, variant: str | None = None, dims: dict | Non
         problems.append(f"variant: {where} has {meta.get('variant')!r}, requested {variant!r}")
     if dims is not None:
         mine = meta.get("dims", {})
-        for key in DIM_KEYS:
-            if key in dims and key in mine and int(mine[key]) != int(dims[key]):
-                problems.append(f"{key}: {where} has {mine[key]}, store has {dims[key]}")
+        problems += dim_differences(mine, dims, DIM_KEYS, where, "store")
         if ("answer_vocab" in dims and "answer_vocab" in mine
                 and list(dims["answer_vocab"]) != list(mine["answer_vocab"])
                 and int(mine.get("n_answers", -1)) == len(dims["answer_vocab"])):

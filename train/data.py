@@ -54,21 +54,30 @@ def store_dims(store: FeatureStore) -> dict:
     return dims
 
 
+#: dims held as lists (compared element by element, shown by length)
+LIST_DIMS = ("answer_vocab", "type_names")
+
+
+def dim_differences(a: dict, b: dict, keys: Iterable[str], a_name: str, b_name: str) -> list[str]:
+    """``"key: <a_name> has X, <b_name> has Y"`` for each of ``keys`` both dicts hold with
+    different values (a None in ``b`` means "any").  The one dims comparison: store vs
+    checkpoint, store vs config, store vs expected dims."""
+    out = []
+    for key in keys:
+        if key not in a or key not in b or b[key] is None:
+            continue
+        x, y = a[key], b[key]
+        if key in LIST_DIMS:
+            if list(x) != list(y):
+                out.append(f"{key}: {a_name} has {len(x)} entries, {b_name} has {len(y)} entries")
+        elif int(x) != int(y):
+            out.append(f"{key}: {a_name} has {x!r}, {b_name} has {y!r}")
+    return out
+
+
 def check_dims(store_path: str, actual: dict, expected: dict, what: str) -> None:
     """Error naming each field of ``expected`` that differs from the store's ``actual`` value."""
-    problems = []
-    for key, want in expected.items():
-        if key not in actual or want is None:
-            continue
-        have = actual[key]
-        if key in ("answer_vocab", "type_names"):
-            same = list(have) == list(want)
-        else:
-            same = int(have) == int(want)
-        if not same:
-            show = (lambda v: f"{len(v)} entries") if key in ("answer_vocab", "type_names") \
-                else (lambda v: repr(v))
-            problems.append(f"{key}: store has {show(have)}, {what} has {show(want)}")
+    problems = dim_differences(actual, expected, expected, "store", what)
     if problems:
         raise DataError(f"store {store_path} does not match the {what}: " + "; ".join(problems))
 

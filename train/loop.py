@@ -29,7 +29,8 @@ from .checkpoint import (capture_rng, check_compatible, find_checkpoint, restore
 from .curvature import curvature_record
 from .config import TrainConfig, config_dict, load_train_config, resume_config
 from .cpu import cpu_runtime_note, keep_freed_memory
-from .data import DataError, StoreData, batch_indices, check_splits, epoch_order, open_store, store_dims, video_grouped_order
+from .data import (DataError, StoreData, batch_indices, check_splits, dim_differences, epoch_order,
+                   open_store, store_dims, video_grouped_order)
 from .distributed import (DistContext, all_reduce_sum, barrier, broadcast_object,
                           init_distributed, rank_slice, shutdown)
 from .evaluate import store_records, store_vocabulary
@@ -78,8 +79,7 @@ def model_config_for(variant: str, overrides: dict, dims: dict, store_path: str 
             "text_dim": dims["text_dim"],
             "n_answers": 0 if dims["n_options"] > 0 else dims["n_answers"],
             "n_options": dims["n_options"]}
-    bad = [f"{k}: store has {want[k]}, config model.{k} = {over[k]}"
-           for k in want if k in over and int(over[k]) != int(want[k])]
+    bad = dim_differences(want, over, want, "store", "config model")
     if bad:
         raise DataError(f"store {store_path} does not match the config: " + "; ".join(bad))
     over.update(want)
