@@ -325,9 +325,21 @@ def _clock(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
+@dataclass
+class _Plan:
+    """What a run will do, worked out before the store is changed."""
+
+    existing: dict | None                     # the store's attributes, None for a new store
+    records: list                             # annotation records (questions)
+    vocab: Any
+    n_options: int
+    rejected: list[tuple[str, str]]           # inputs that cannot be videos: recorded failures
+    todo: list[VideoFile] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)   # in the store, changed on disk
+
+
 def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> ExtractSummary:
     """Run stage one for ``cfg`` (see the module doc); returns what was done."""
-
     t0 = time.monotonic()
     entry = Path(cfg.out)
     summary = ExtractSummary(out=str(entry))
@@ -337,167 +349,197 @@ def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> E
         raise ExtractError("--questions-only needs --annotations (or --videos holding annotation files)")
     entry.parent.mkdir(parents=True, exist_ok=True)
     with StoreLock(entry) as lock:
-        if lock.took_over is not None:
-
-            log.warning("took over the store lock left by %s (that process is gone)",
-                        describe(lock.took_over))
-        for t in temp_files(entry):     # we hold the lock: no writer of ours is running
-            t.unlink(missing_ok=True)
-        if complete_shards(entry):
-            rebuild_index(entry)
-        existing_attrs = None
-        if entry.exists():
-            with FeatureStore(entry) as fs:
-                existing_attrs = dict(fs.attrs)
-        if cfg.questions_only and existing_attrs is None:
-            raise ExtractError(f"--questions-only: no store at {entry}; extract the videos first")
-
-        videos: list[VideoFile] = []
-        rejected: list[tuple[str, str]] = []     # files that cannot be inputs: recorded failures
-        if not cfg.questions_only:
-            videos = discover_videos(cfg.videos, rejected)
-        summary.videos_found = len(videos) + len(rejected)
-
-        store_vocab = _vocab_from_attrs(existing_attrs) if existing_attrs else None
-        records, vocab = _load_records(cfg, store_vocab)
-        if vocab is None:
-            vocab = store_vocab
-        if vocab is None:
-            vocab = vocabulary_for(cfg.dataset)
-        summary.questions_found = len(records)
-        if not videos and not rejected and not records:
-            what = f"no videos ({', '.join(VIDEO_EXTENSIONS)}) under {cfg.videos}" \
-                if not cfg.questions_only else "no questions in the annotations"
-            raise ExtractError(f"nothing to extract: {what}" + ("" if cfg.questions_only else
-                               " and no annotation files; check the --videos folder"))
-        _check_something_to_do(cfg, entry, bool(videos or rejected), records, existing_attrs)
-        n_options = options_count(records) if records else \
-            int(existing_attrs["n_options"]) if existing_attrs else 0
-
-        # -- resume: what is already there (the store is changed only after the checks) ---------
-        have: dict[str, tuple[int, float]] = {}
-        if existing_attrs is not None:
-            with FeatureStore(entry) as fs:
-                have = fs.source_index()
-        known = recorded_failures(entry) if existing_attrs is not None else {}
-        rejected = _not_failed_before(rejected, known, summary)
-        todo, changed = [], []
-        for v in videos:
-            if v.video_id not in have and _failed_before(v.path, v.mtime, known, summary):
-                continue
-            if v.video_id in have:
-                if have[v.video_id] == (v.size, v.mtime):
-                    summary.videos_skipped += 1
-                    continue
-                changed.append(v.video_id)
-            todo.append(v)
-
-        # -- start decoding now, so it runs while the encoders load (torch, weights, CUDA) --------
-        decoder = None
-        if todo and not (cfg.scheduler or cfg.dask_workers):
-            size = cfg.image_size or clip_input_size(cfg.clip_model)
-            workers = resolve_workers(cfg.workers)
-            if size and workers > 0:
-                spec = DecodeSpec(int(cfg.T), float(cfg.fps), str(cfg.sampling), int(size))
-                decoder = DecodeAhead(todo, spec, workers, decode_window(cfg, workers),
-                                      startup_window=startup_window(cfg, workers, size)).start()
+        existing = _prepare_store(entry, lock)
+        plan = _plan(cfg, entry, existing, summary)
+        decoder = _start_decoding(cfg, plan.todo)
         try:
-            from .encoders import get_encoders
-
-            enc = get_encoders(cfg, audio=not cfg.questions_only)
-            summary.phases["encoders ready"] = time.monotonic() - t0
+            enc, attrs = _encoders(cfg, plan, entry, summary, t0)
             if decoder is not None and decoder.spec.image_size != enc.clip.image_size:
                 decoder.close()          # the model's input size was not the one looked up
                 decoder = None
-            attrs = store_attrs(cfg, enc, vocab, n_options)
-            if cfg.questions_only:
-                attrs["encoders"] = dict(attrs["encoders"], audio=existing_attrs["encoders"]["audio"])
-            if existing_attrs is not None:
-                _check_compatible(attrs, existing_attrs, entry, cfg.questions_only)
         except BaseException:
             if decoder is not None:
                 decoder.close()
             raise
-        summary.encoders = attrs["encoders"]
-        summary.random_weights = random_weight_names(attrs["encoders"])
-        if changed:
-            log.info("%d input videos changed since extraction; re-extracting them", len(changed))
-            drop_videos(entry, changed)
-        summary.videos_changed = len(changed)
-
-        def on_result(r: ChunkResult) -> None:
-            if r.shard is not None:
-                summary.shards_written += 1
-            summary.videos_extracted += r.videos
-            summary.questions_added += r.questions
-            summary.failures.extend(r.failures)
-
-        bar = _Progress(progress, console)
-        runner = None
-        try:
-            if rejected:
-                on_result(write_shard(entry, attrs, failures=rejected))
-            if cfg.scheduler or cfg.dask_workers:
-                from .distributed import DaskRunner  # imports torch (the encoders): only for dask runs
-
-                runner = DaskRunner(cfg)
-                summary.runner = runner.describe()
-            if todo:
-                bar.start(len(todo), "extracting")
-                if runner is not None:
-                    def on_chunk(r: ChunkResult) -> None:
-                        on_result(r)
-                        for _ in range(r.videos):
-                            bar.advance(False)
-                        for _ in r.failures:
-                            bar.advance(True)
-
-                    runner.run_videos(todo, attrs, entry, on_chunk)
-                else:
-                    run_videos_local(todo, cfg, enc, attrs, entry, on_result,
-                                     on_video=lambda v, e: bar.advance(e is not None),
-                                     decoder=decoder)
-                bar.stop()
-                summary.phases["videos done"] = time.monotonic() - t0
-            if complete_shards(entry):
-                rebuild_index(entry)
-
-            # -- questions ---------------------------------------------------------------------
-            if records:
-                in_store: set[str] = set()
-                have_q: set[int] = set()
-                if entry.exists():
-                    with FeatureStore(entry) as fs:
-                        in_store = set(fs.video_ids.tolist())
-                        have_q = set(fs.question_ids.tolist())
-                pending = []
-                for r in records:
-                    if r.question_id in have_q:
-                        summary.questions_skipped += 1
-                    elif r.video_id in in_store:
-                        pending.append(r)
-                    else:
-                        summary.questions_without_video += 1
-                if summary.questions_without_video:
-                    log.warning("%d questions are about videos that are not in the store (missing "
-                                "or failed); they were not written", summary.questions_without_video)
-                if pending:
-                    if runner is not None:
-                        runner.run_questions(pending, attrs, entry, on_result)
-                    else:
-                        run_questions_local(pending, cfg, enc, attrs, entry, on_result)
-                    rebuild_index(entry)
-        finally:
-            bar.stop()
-            if decoder is not None:
-                decoder.close()
-            if runner is not None:
-                runner.close()
+        if plan.changed:
+            log.info("%d input videos changed since extraction; re-extracting them", len(plan.changed))
+            drop_videos(entry, plan.changed)
+        summary.videos_changed = len(plan.changed)
+        _write(cfg, entry, plan, enc, attrs, decoder, summary, _Progress(progress, console), t0)
         if entry.exists():
             with FeatureStore(entry) as fs:
                 summary.store_videos, summary.store_questions = fs.n_videos, fs.n_questions
     summary.seconds = time.monotonic() - t0
     return summary
+
+
+def _prepare_store(entry: Path, lock: StoreLock) -> dict | None:
+    """Under the lock: clear temp files of crashed writers, re-index, return the attributes of
+    the store (None if there is none yet)."""
+    if lock.took_over is not None:
+        log.warning("took over the store lock left by %s (that process is gone)",
+                    describe(lock.took_over))
+    for t in temp_files(entry):     # we hold the lock: no writer of ours is running
+        t.unlink(missing_ok=True)
+    if complete_shards(entry):
+        rebuild_index(entry)
+    if not entry.exists():
+        return None
+    with FeatureStore(entry) as fs:
+        return dict(fs.attrs)
+
+
+def _plan(cfg: ExtractConfig, entry: Path, existing: dict | None, summary: ExtractSummary) -> _Plan:
+    """Inputs, questions and vocabulary; which videos to extract (resume: unchanged videos in the
+    store and unchanged failures of earlier runs are skipped).  The store is not changed."""
+    if cfg.questions_only and existing is None:
+        raise ExtractError(f"--questions-only: no store at {entry}; extract the videos first")
+    videos: list[VideoFile] = []
+    rejected: list[tuple[str, str]] = []
+    if not cfg.questions_only:
+        videos = discover_videos(cfg.videos, rejected)
+    summary.videos_found = len(videos) + len(rejected)
+    store_vocab = _vocab_from_attrs(existing) if existing else None
+    records, vocab = _load_records(cfg, store_vocab)
+    vocab = next((v for v in (vocab, store_vocab) if v is not None), None) or vocabulary_for(cfg.dataset)
+    summary.questions_found = len(records)
+    if not videos and not rejected and not records:
+        what = f"no videos ({', '.join(VIDEO_EXTENSIONS)}) under {cfg.videos}" \
+            if not cfg.questions_only else "no questions in the annotations"
+        raise ExtractError(f"nothing to extract: {what}" + ("" if cfg.questions_only else
+                           " and no annotation files; check the --videos folder"))
+    _check_something_to_do(cfg, entry, bool(videos or rejected), records, existing)
+    n_options = options_count(records) if records else \
+        int(existing["n_options"]) if existing else 0
+    have: dict[str, tuple[int, float]] = {}
+    if existing is not None:
+        with FeatureStore(entry) as fs:
+            have = fs.source_index()
+    known = recorded_failures(entry) if existing is not None else {}
+    plan = _Plan(existing, records, vocab, n_options, _not_failed_before(rejected, known, summary))
+    for v in videos:
+        if v.video_id not in have and _failed_before(v.path, v.mtime, known, summary):
+            continue
+        if v.video_id in have:
+            if have[v.video_id] == (v.size, v.mtime):
+                summary.videos_skipped += 1
+                continue
+            plan.changed.append(v.video_id)
+        plan.todo.append(v)
+    return plan
+
+
+def _start_decoding(cfg: ExtractConfig, todo: list[VideoFile]) -> DecodeAhead | None:
+    """Decoding started now runs while the encoders load (torch, weights, CUDA): in-process
+    runs whose CLIP input size is known without the model."""
+    if not todo or cfg.scheduler or cfg.dask_workers:
+        return None
+    size = cfg.image_size or clip_input_size(cfg.clip_model)
+    workers = resolve_workers(cfg.workers)
+    if not size or workers <= 0:
+        return None
+    spec = DecodeSpec(int(cfg.T), float(cfg.fps), str(cfg.sampling), int(size))
+    return DecodeAhead(todo, spec, workers, decode_window(cfg, workers),
+                       startup_window=startup_window(cfg, workers, size)).start()
+
+
+def _encoders(cfg: ExtractConfig, plan: _Plan, entry: Path, summary: ExtractSummary,
+              t0: float) -> tuple[Any, dict]:
+    """The encoders and the store attributes they give; an existing store must agree."""
+    from .encoders import get_encoders  # imports torch: after decoding has started
+
+    enc = get_encoders(cfg, audio=not cfg.questions_only)
+    summary.phases["encoders ready"] = time.monotonic() - t0
+    attrs = store_attrs(cfg, enc, plan.vocab, plan.n_options)
+    if cfg.questions_only:
+        attrs["encoders"] = dict(attrs["encoders"], audio=plan.existing["encoders"]["audio"])
+    if plan.existing is not None:
+        _check_compatible(attrs, plan.existing, entry, cfg.questions_only)
+    summary.encoders = attrs["encoders"]
+    summary.random_weights = random_weight_names(attrs["encoders"])
+    return enc, attrs
+
+
+def _write(cfg: ExtractConfig, entry: Path, plan: _Plan, enc: Any, attrs: dict,
+           decoder: DecodeAhead | None, summary: ExtractSummary, bar: "_Progress", t0: float) -> None:
+    """Failures of unusable inputs, then the videos, then their questions, into shards."""
+    def on_result(r: ChunkResult) -> None:
+        if r.shard is not None:
+            summary.shards_written += 1
+        summary.videos_extracted += r.videos
+        summary.questions_added += r.questions
+        summary.failures.extend(r.failures)
+
+    runner = None
+    try:
+        if plan.rejected:
+            on_result(write_shard(entry, attrs, failures=plan.rejected))
+        if cfg.scheduler or cfg.dask_workers:
+            from .distributed import DaskRunner  # imports torch (the encoders): only for dask runs
+
+            runner = DaskRunner(cfg)
+            summary.runner = runner.describe()
+        if plan.todo:
+            _write_videos(cfg, entry, plan.todo, enc, attrs, decoder, runner, bar, on_result)
+            summary.phases["videos done"] = time.monotonic() - t0
+        if complete_shards(entry):
+            rebuild_index(entry)
+        if plan.records:
+            _write_questions(cfg, entry, plan.records, enc, attrs, runner, summary, on_result)
+    finally:
+        bar.stop()
+        if decoder is not None:
+            decoder.close()
+        if runner is not None:
+            runner.close()
+
+
+def _write_videos(cfg: ExtractConfig, entry: Path, todo: list[VideoFile], enc: Any, attrs: dict,
+                  decoder: DecodeAhead | None, runner: Any, bar: "_Progress",
+                  on_result: Callable[[ChunkResult], None]) -> None:
+    bar.start(len(todo), "extracting")
+    if runner is None:
+        run_videos_local(todo, cfg, enc, attrs, entry, on_result,
+                         on_video=lambda v, e: bar.advance(e is not None), decoder=decoder)
+    else:
+        def on_chunk(r: ChunkResult) -> None:
+            on_result(r)
+            for _ in range(r.videos):
+                bar.advance(False)
+            for _ in r.failures:
+                bar.advance(True)
+
+        runner.run_videos(todo, attrs, entry, on_chunk)
+    bar.stop()
+
+
+def _write_questions(cfg: ExtractConfig, entry: Path, records: list, enc: Any, attrs: dict,
+                     runner: Any, summary: ExtractSummary,
+                     on_result: Callable[[ChunkResult], None]) -> None:
+    """Questions whose video is in the store and that are not there yet."""
+    in_store: set[str] = set()
+    have_q: set[int] = set()
+    if entry.exists():
+        with FeatureStore(entry) as fs:
+            in_store = set(fs.video_ids.tolist())
+            have_q = set(fs.question_ids.tolist())
+    pending = []
+    for r in records:
+        if r.question_id in have_q:
+            summary.questions_skipped += 1
+        elif r.video_id in in_store:
+            pending.append(r)
+        else:
+            summary.questions_without_video += 1
+    if summary.questions_without_video:
+        log.warning("%d questions are about videos that are not in the store (missing or failed); "
+                    "they were not written", summary.questions_without_video)
+    if pending:
+        if runner is not None:
+            runner.run_questions(pending, attrs, entry, on_result)
+        else:
+            run_questions_local(pending, cfg, enc, attrs, entry, on_result)
+        rebuild_index(entry)
 
 
 def print_summary(summary: ExtractSummary, console: Any = None) -> None:
