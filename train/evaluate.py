@@ -25,13 +25,14 @@ from __future__ import annotations
 import logging
 import warnings
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from common.device import resolve_device
-from common.files import write_json_atomic
+from common.files import atomic_write, write_json_atomic
 from model import SHMambaConfig, build_model
 from qa.annotations import QARecord, Vocabulary, normalize_answer
 from qa.scoring import format_table, majority_baseline, score, write_predictions
@@ -109,6 +110,22 @@ def output_name(split: str, checkpoint: str, ckpt_name: str, foreign_fingerprint
     return name
 
 
+@dataclass
+class _Evaluation:
+    """One evaluation: the run, its checkpoint and model, the store, and what it predicted."""
+
+    run: Path
+    cfg: dict
+    ckpt: Any
+    fs: Any
+    identity: dict
+    name: str                  # output name: report_<name>.json, predictions_<name>.jsonl
+    split: str
+    model: Any = None
+    data: Any = None
+    preds: Any = None
+
+
 def evaluate(run_dir: str | Path | None = None, store: str | None = None, split: str = "test",
              checkpoint: str = "best", *, out: str | Path = "runs", device: str = "auto",
              batch_size: int | None = None, backend: str | None = None, plots: bool = True,
@@ -116,19 +133,37 @@ def evaluate(run_dir: str | Path | None = None, store: str | None = None, split:
     """Evaluate a run's checkpoint on ``split``; write predictions, reports and plots into the
     run directory; return the scorer's report with ``"majority_baseline"`` (majority answer per type from
     ``baseline_split``, if the store has it), ``"files"`` and ``"table"`` added."""
+    ev = _open(run_dir, store, split, checkpoint, out)
+    _predict(ev, device, batch_size, backend)
+    records_all = records_for_rows(ev.fs, np.asarray(ev.fs.split_rows(split), dtype=np.int64))
+    records = [r for r in records_all if r.answer]   # questions without an answer are not scored
+    vocab = store_vocabulary(ev.fs.attrs)
+    report, baseline = _score(ev, records, vocab, baseline_split)
+    files = {"predictions": str(write_predictions(ev.run / f"predictions_{ev.name}.jsonl",
+                                                  _prediction_rows(ev, records_all)))}
+    table = format_table(report, baseline, name=f"{ev.run.name} ({ev.ckpt.path.name})",
+                         baseline_name="majority baseline") if records else ""
+    full = {**report, "split": split, "checkpoint": ev.ckpt.path.name,
+            "epoch": ev.ckpt.meta.get("epoch"), "store": ev.identity,
+            "unanswered": len(records_all) - len(records), "majority_baseline": baseline}
+    files.update(_write_reports(ev, full, table))
+    files.update(_write_plots(ev, report, baseline, records, records_all, vocab, plots))
+    full["files"] = files
+    full["table"] = table
+    return full
 
 
-    from .plots import (plot_confusion, plot_curvature, plot_training_curves,
-                        plot_type_accuracy)
-
+def _open(run_dir: str | Path | None, store: str | None, split: str, checkpoint: str,
+          out: str | Path) -> _Evaluation:
+    """The run, its checkpoint and the store to evaluate on (dims checked; a store the run was
+    not trained on warns and gets its own output name)."""
     run = resolve_run_dir(run_dir, out)
     cfg = read_json(run / CONFIG_FILE)
     recorded_store = read_json(run / STORE_FILE) if (run / STORE_FILE).is_file() else {}
     ckpt = find_checkpoint(run, checkpoint)
     store_path = store or _recorded_store_path(cfg, recorded_store)
     fs = open_store(str(store_path))
-    dims = store_dims(fs)
-    check_compatible(ckpt.meta, dims=dims, where=f"checkpoint {ckpt.path}")
+    check_compatible(ckpt.meta, dims=store_dims(fs), where=f"checkpoint {ckpt.path}")
     identity = fs.identity()
     trained_on = ckpt.meta.get("store", recorded_store)
     foreign = bool(trained_on.get("fingerprint")) and \
@@ -139,45 +174,46 @@ def evaluate(run_dir: str | Path | None = None, store: str | None = None, split:
                f"on (fingerprint {identity['fingerprint'][:12]} vs "
                f"{str(trained_on.get('fingerprint'))[:12]} of {trained_on.get('path')}); "
                f"results go to *_{name}.*")
-        warnings.warn(msg, StoreMismatchWarning, stacklevel=2)
+        warnings.warn(msg, StoreMismatchWarning, stacklevel=3)
+    return _Evaluation(run, cfg, ckpt, fs, identity, name, split)
 
+
+def _predict(ev: _Evaluation, device: str, batch_size: int | None, backend: str | None) -> None:
+    """The checkpoint's model on ``device``, and its predictions for every question of the split."""
     dev = resolve_device(device)
-    mcfg = dict(ckpt.meta["model_config"])
+    mcfg = dict(ev.ckpt.meta["model_config"])
     if backend is not None:
         mcfg["backend"] = backend
-    model = build_model(SHMambaConfig(**mcfg))
-    ckpt.load_weights(model)
-    model.to(dev).eval()
+    ev.model = build_model(SHMambaConfig(**mcfg))
+    ev.ckpt.load_weights(ev.model)
+    ev.model.to(dev).eval()
+    ev.data = StoreData(ev.fs, [ev.split], dev, with_tokens=bool(mcfg.get("use_tokens", False)))
+    ev.preds = predict(ev.model, ev.data, ev.split, batch_size or int(ev.cfg.get("eval_batch_size", 512)),
+                       str(ev.cfg.get("amp", "auto")))
 
-    data = StoreData(fs, [split], dev, with_tokens=bool(mcfg.get("use_tokens", False)))
-    info = data.splits[split]
-    preds = predict(model, data, split, batch_size or int(cfg.get("eval_batch_size", 512)),
-                    str(cfg.get("amp", "auto")))
-    pmap = prediction_map(preds, data, split)
 
-    # records: every question of the split (those whose video is missing count as missing)
-    all_rows = np.asarray(fs.split_rows(split), dtype=np.int64)
-    records_all = records_for_rows(fs, all_rows)
-    records = [r for r in records_all if r.answer]
-    unanswered = len(records_all) - len(records)
-    vocab = store_vocabulary(fs.attrs)
-    scored_ids = {r.question_id for r in records}
-    report = score(records, {q: a for q, a in pmap.items() if q in scored_ids}, vocab) \
-        if records else {"overall": None, "groups": {}, "types": {}, "count": 0, "missing": 0}
-    baseline = None
-    train_rows = np.asarray(fs.split_rows(baseline_split), dtype=np.int64) if baseline_split else []
-    if len(train_rows) and records:
-        train_records = [r for r in records_for_rows(fs, train_rows) if r.answer]
-        if train_records:
-            baseline = majority_baseline(train_records, records, vocab)
+def _score(ev: _Evaluation, records: list[QARecord], vocab: Vocabulary,
+           baseline_split: str) -> tuple[dict, dict | None]:
+    """The scorer's report, and the majority baseline of ``baseline_split`` (None without it)."""
+    if not records:
+        return {"overall": None, "groups": {}, "types": {}, "count": 0, "missing": 0}, None
+    pmap = prediction_map(ev.preds, ev.data, ev.split)
+    scored = {r.question_id for r in records}
+    report = score(records, {q: a for q, a in pmap.items() if q in scored}, vocab)
+    rows = np.asarray(ev.fs.split_rows(baseline_split), dtype=np.int64) if baseline_split else []
+    train = [r for r in records_for_rows(ev.fs, rows) if r.answer] if len(rows) else []
+    return report, majority_baseline(train, records, vocab) if train else None
 
-    # predictions file
+
+def _prediction_rows(ev: _Evaluation, records_all: list[QARecord]) -> list[dict]:
+    """One row per question: the answer (or option index), its video, type and correctness."""
     by_id = {r.question_id: r for r in records_all}
-    vocab_list = list(fs.attrs["answer_vocab"])
+    vocab_list = list(ev.fs.attrs["answer_vocab"])
+    info = ev.data.splits[ev.split]
     rows = []
-    for qid, p in zip(info.question_ids.tolist(), preds.pred.tolist()):
+    for qid, p in zip(info.question_ids.tolist(), ev.preds.pred.tolist()):
         r = by_id[int(qid)]
-        if data.with_options:
+        if ev.data.with_options:
             row = {"question_id": int(qid), "answer": int(p),
                    "answer_text": r.options[int(p)] if r.options else None}
             correct = r.answer_index >= 0 and int(p) == r.answer_index
@@ -187,50 +223,52 @@ def evaluate(run_dir: str | Path | None = None, store: str | None = None, split:
         row.update({"video_id": r.video_id, "type": r.type_name,
                     "correct": bool(correct) if r.answer else None})
         rows.append(row)
-    files: dict[str, str] = {}
-    files["predictions"] = str(write_predictions(run / f"predictions_{name}.jsonl", rows))
-    table = format_table(report, baseline, name=f"{run.name} ({ckpt.path.name})",
-                         baseline_name="majority baseline") if records else ""
-    full = {**report, "split": split, "checkpoint": ckpt.path.name, "epoch": ckpt.meta.get("epoch"),
-            "store": identity, "unanswered": unanswered, "majority_baseline": baseline}
-    write_json_atomic(run / f"report_{name}.json", full)
-    files["report_json"] = str(run / f"report_{name}.json")
-    md = (f"# {run.name}: {split} split, checkpoint {ckpt.path.name} (epoch "
-          f"{ckpt.meta.get('epoch')})\n\nStore `{identity['path']}` (fingerprint "
-          f"`{identity['fingerprint'][:16]}`), variant `{ckpt.meta.get('variant')}`.\n\n" + table)
-    if unanswered:
-        md += f"\n{unanswered} question(s) of the split have no answer and are not scored.\n"
-    (run / f"report_{name}.md").write_text(md, encoding="utf-8")
-    files["report_md"] = str(run / f"report_{name}.md")
+    return rows
 
-    pdir = run / "plots"
-    for kind in PLOT_KINDS:   # an earlier evaluation's plots would no longer match this report
+
+def _write_reports(ev: _Evaluation, full: dict, table: str) -> dict[str, str]:
+    write_json_atomic(ev.run / f"report_{ev.name}.json", full)
+    md = (f"# {ev.run.name}: {ev.split} split, checkpoint {ev.ckpt.path.name} (epoch "
+          f"{ev.ckpt.meta.get('epoch')})\n\nStore `{ev.identity['path']}` (fingerprint "
+          f"`{ev.identity['fingerprint'][:16]}`), variant `{ev.ckpt.meta.get('variant')}`.\n\n" + table)
+    if full["unanswered"]:
+        md += f"\n{full['unanswered']} question(s) of the split have no answer and are not scored.\n"
+    atomic_write(ev.run / f"report_{ev.name}.md", md)
+    return {"report_json": str(ev.run / f"report_{ev.name}.json"),
+            "report_md": str(ev.run / f"report_{ev.name}.md")}
+
+
+def _write_plots(ev: _Evaluation, report: dict, baseline: dict | None, records: list[QARecord],
+                 records_all: list[QARecord], vocab: Vocabulary, plots: bool) -> dict[str, str]:
+    """This output name's plots (earlier ones of the same name removed: they would not match)."""
+    from .plots import plot_confusion, plot_curvature, plot_training_curves, plot_type_accuracy
+
+    pdir, name, title = ev.run / "plots", ev.name, f"{ev.run.name} {ev.split}"
+    for kind in PLOT_KINDS:
         (pdir / f"{name}_{kind}.png").unlink(missing_ok=True)
-    if plots:
-        pdir.mkdir(exist_ok=True)
-        if records:
-            files["plot_types"] = str(plot_type_accuracy(report, pdir / f"{name}_types.png",
-                                                         baseline=baseline, title=f"{run.name} {split}",
-                                                         counts=_question_counts(records, vocab)))
-            labels, true, pred = _confusion_inputs(data, info, preds.pred)
-            files["plot_confusion"] = str(plot_confusion(true, pred, labels,
-                                                         pdir / f"{name}_confusion.png",
-                                                         title=f"{run.name} {split}"))
-        finite = preds.curvature[np.isfinite(preds.curvature)]
-        if finite.size:
-            files["plot_curvature"] = str(plot_curvature(finite, pdir / f"{name}_curvature.png",
-                                                         title=f"{run.name} {split}"))
-        files.update(embedding_views(model, data, split, [by_id[int(q)].answer for q in
-                                                          info.question_ids.tolist()],
-                                     pdir, title=f"{run.name} {split}", name=name))
-        metrics = read_metrics(run)
-        if metrics:
-            files["plot_training"] = str(plot_training_curves(metrics,
-                                                              pdir / "training_curves.png",
-                                                              title=run.name))
-    full["files"] = files
-    full["table"] = table
-    return full
+    if not plots:
+        return {}
+    pdir.mkdir(exist_ok=True)
+    files: dict[str, str] = {}
+    info = ev.data.splits[ev.split]
+    if records:
+        files["plot_types"] = str(plot_type_accuracy(report, pdir / f"{name}_types.png",
+                                                     baseline=baseline, title=title,
+                                                     counts=_question_counts(records, vocab)))
+        labels, true, pred = _confusion_inputs(ev.data, info, ev.preds.pred)
+        files["plot_confusion"] = str(plot_confusion(true, pred, labels, pdir / f"{name}_confusion.png",
+                                                     title=title))
+    finite = ev.preds.curvature[np.isfinite(ev.preds.curvature)]
+    if finite.size:
+        files["plot_curvature"] = str(plot_curvature(finite, pdir / f"{name}_curvature.png", title=title))
+    by_id = {r.question_id: r for r in records_all}
+    answers = [by_id[int(q)].answer for q in info.question_ids.tolist()]
+    files.update(embedding_views(ev.model, ev.data, ev.split, answers, pdir, title=title, name=name))
+    metrics = read_metrics(ev.run)
+    if metrics:
+        files["plot_training"] = str(plot_training_curves(metrics, pdir / "training_curves.png",
+                                                          title=ev.run.name))
+    return files
 
 
 def _question_counts(records: list[QARecord], vocab: Vocabulary) -> dict[str, int]:
