@@ -136,12 +136,36 @@ def rebuild_index(entry_path: str | os.PathLike) -> dict:
     if not paths:
         raise StoreError(f"{entry}: no complete shards in {entry.parent / (entry.stem + '.shards')}")
     summaries = [read_shard_summary(p) for p in paths]
+    _check_shards(summaries)
+    video_id = np.concatenate([s.video_id for s in summaries]) if summaries else np.zeros(0, "<U1")
+    row_of = {v: i for i, v in enumerate(video_id.tolist())}
+    question_id = np.concatenate([s.question_id for s in summaries]).astype(np.int64)
+    q_vid = np.concatenate([s.question_video_id for s in summaries])
+    question_video_row = np.asarray([row_of.get(v, -1) for v in q_vid.tolist()], dtype=np.int64)
+    sizes, mtimes, shas = _shard_digests(entry, paths)
+    fail_path = np.concatenate([s.failure_path for s in summaries]).tolist()
+    fail_error = np.concatenate([s.failure_error for s in summaries]).tolist()
+    index = {"shard": [p.name for p in paths],
+             "shard_videos": [len(s.video_id) for s in summaries],
+             "shard_questions": [len(s.question_id) for s in summaries],
+             "shard_size": sizes, "shard_mtime_ns": mtimes, "shard_sha256": shas,
+             "video_id": video_id.tolist(), "question_id": question_id,
+             "question_video_row": question_video_row}
+    _write_entry(entry, summaries[0].attrs, index, fail_path, fail_error)
+    return {
+        "path": str(entry), "shards": len(paths), "videos": len(video_id), "questions": len(question_id),
+        "failures": len(fail_path), "questions_without_video": int((question_video_row < 0).sum()),
+        "fingerprint": fingerprint(shas),
+    }
+
+
+def _check_shards(summaries: list) -> None:
+    """Every shard compatible with the first; no video id or question id in two shards."""
     first = summaries[0]
     for s in summaries[1:]:
         msg = incompatibility(s.attrs, f"shard {s.path.name}", first.attrs, f"shard {first.path.name}")
         if msg:
             raise StoreError(f"incompatible shards: {msg}")
-
     video_owner: dict[str, str] = {}
     question_owner: dict[int, str] = {}
     for s in summaries:
@@ -155,46 +179,42 @@ def rebuild_index(entry_path: str | os.PathLike) -> dict:
                                  f"and shard {s.path.name}")
             question_owner[qid] = s.path.name
 
-    video_id = np.concatenate([s.video_id for s in summaries]) if summaries else np.zeros(0, "<U1")
-    row_of = {v: i for i, v in enumerate(video_id.tolist())}
-    question_id = np.concatenate([s.question_id for s in summaries]).astype(np.int64)
-    q_vid = np.concatenate([s.question_video_id for s in summaries])
-    question_video_row = np.asarray([row_of.get(v, -1) for v in q_vid.tolist()], dtype=np.int64)
 
+def _shard_digests(entry: Path, paths: list[Path]) -> tuple[list[int], list[int], list[str]]:
+    """Size, mtime and sha256 of each shard (the digest reused from the old index when size and
+    mtime are unchanged)."""
     old = _old_sha(entry)
     sizes, mtimes, shas = [], [], []
     for p in paths:
         st = p.stat()
         prev = old.get(p.name)
-        if prev and prev[0] == st.st_size and prev[1] == st.st_mtime_ns:
-            sha = prev[2]
-        else:
-            sha = file_sha256(p)
+        same = prev and prev[0] == st.st_size and prev[1] == st.st_mtime_ns
         sizes.append(st.st_size)
         mtimes.append(st.st_mtime_ns)
-        shas.append(sha)
+        shas.append(prev[2] if same else file_sha256(p))
+    return sizes, mtimes, shas
 
-    fail_path = np.concatenate([s.failure_path for s in summaries]).tolist()
-    fail_error = np.concatenate([s.failure_error for s in summaries]).tolist()
 
+#: index datasets holding strings (the others are int64)
+_STR_INDEX = ("shard", "shard_sha256", "video_id")
+
+
+def _write_entry(entry: Path, attrs: dict, index: dict, fail_path: list, fail_error: list) -> None:
+    """The entry file, written to a temp file and renamed into place."""
     tmp = entry.parent / f".{entry.name}.{os.getpid()}.tmp"
     try:
         with memory_h5(tmp) as f:
-            write_attrs(f, store_attrs_of(first.attrs))
+            write_attrs(f, store_attrs_of(attrs))
             f.attrs["kind"] = "entry"
-            f.attrs["n_videos"] = len(video_id)
-            f.attrs["n_questions"] = len(question_id)
+            f.attrs["n_videos"] = len(index["video_id"])
+            f.attrs["n_questions"] = len(index["question_id"])
             f.attrs["n_failures"] = len(fail_path)
             g = f.create_group("index")
-            g.create_dataset("shard", data=np.asarray([p.name for p in paths], dtype=object), dtype=STR_DTYPE)
-            g.create_dataset("shard_videos", data=np.asarray([len(s.video_id) for s in summaries], np.int64))
-            g.create_dataset("shard_questions", data=np.asarray([len(s.question_id) for s in summaries], np.int64))
-            g.create_dataset("shard_size", data=np.asarray(sizes, np.int64))
-            g.create_dataset("shard_mtime_ns", data=np.asarray(mtimes, np.int64))
-            g.create_dataset("shard_sha256", data=np.asarray(shas, dtype=object), dtype=STR_DTYPE)
-            g.create_dataset("video_id", data=np.asarray(video_id.tolist(), dtype=object), dtype=STR_DTYPE)
-            g.create_dataset("question_id", data=question_id)
-            g.create_dataset("question_video_row", data=question_video_row)
+            for key, values in index.items():
+                if key in _STR_INDEX:
+                    g.create_dataset(key, data=np.asarray(values, dtype=object), dtype=STR_DTYPE)
+                else:
+                    g.create_dataset(key, data=np.asarray(values, np.int64))
             fg = f.create_group("failures")
             fg.create_dataset("path", data=np.asarray(fail_path, dtype=object), dtype=STR_DTYPE)
             fg.create_dataset("error", data=np.asarray(fail_error, dtype=object), dtype=STR_DTYPE)
@@ -203,8 +223,3 @@ def rebuild_index(entry_path: str | os.PathLike) -> dict:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return {
-        "path": str(entry), "shards": len(paths), "videos": len(video_id), "questions": len(question_id),
-        "failures": len(fail_path), "questions_without_video": int((question_video_row < 0).sum()),
-        "fingerprint": fingerprint(shas),
-    }
