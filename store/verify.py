@@ -151,58 +151,73 @@ def verify_store(entry_path: str | os.PathLike, quick: bool = False,
     paths = complete_shards(entry)
     if not paths:
         res.append(f"{entry}: no complete shards in {entry.parent / (entry.stem + '.shards')}")
-    ref_attrs = index.attrs if index is not None else None
-    ref_name = f"entry file {entry.name}"
+    ref = (index.attrs, f"entry file {entry.name}") if index is not None else None
+    sha_of = dict(zip(index.shard, index.shard_sha256)) if index is not None else {}
     shard_rows: dict[str, dict] = {}
     shard_ids: dict[str, tuple[list, list, list]] = {}
     sizes: dict[str, int] = {}
-    sha_of = dict(zip(index.shard, index.shard_sha256)) if index is not None else {}
     for p in paths:
-        name = p.name
-        sizes[name] = p.stat().st_size
-        try:
-            f = h5py.File(p, "r")
-        except OSError as exc:
-            res.append(f"shard {name}: cannot be read (truncated or corrupt): {exc}")
-            continue
-        with f:
-            attrs = read_attrs(f)
-            if attrs.get("kind") != "shard":
-                res.append(f"shard {name}: not a store shard (attribute kind={attrs.get('kind')!r})")
-                continue
-            if not attrs.get("complete", False):
-                res.append(f"shard {name}: not marked complete")
-            if attrs.get("schema_version") != SCHEMA_VERSION:
-                res.append(f"shard {name}: schema_version {attrs.get('schema_version')!r} differs from "
-                           f"{SCHEMA_VERSION}")
-                continue
-            if ref_attrs is None:
-                ref_attrs, ref_name = attrs, f"shard {name}"
-            else:
-                msg = incompatibility(attrs, f"shard {name}", ref_attrs, ref_name)
-                if msg:
-                    res.append(msg)
-            try:
-                rows = _check_schema(f, name, attrs, res)
-                shard_rows[name] = rows
-                shard_ids[name] = (read_str(f["videos/id"]).tolist(),
-                                   np.asarray(f["questions/id"][()], dtype=np.int64).tolist(),
-                                   read_str(f["questions/video_id"]).tolist())
-                if not quick:
-                    _check_crcs(f, name, attrs, res)
-            except (KeyError, OSError) as exc:
-                res.append(f"shard {name}: cannot be read: {exc}")
-        if not quick and name in sha_of:
+        sizes[p.name] = p.stat().st_size
+        ref = _check_shard(p, ref, quick, shard_rows, shard_ids, res)
+        if not quick and p.name in sha_of:
             digest = file_sha256(p)
-            if digest != sha_of[name]:
-                res.append(f"shard {name}: sha256 {digest[:16]}... differs from the index ({sha_of[name][:16]}...)")
+            if digest != sha_of[p.name]:
+                res.append(f"shard {p.name}: sha256 {digest[:16]}... differs from the index "
+                           f"({sha_of[p.name][:16]}...)")
     if index is not None:
         _check_index(index, [p.name for p in paths], shard_rows, shard_ids, sizes, res,
                      paths[0].parent if paths else entry.parent)
+    owner_v, owner_q = _check_ids(shard_ids, questions_without_video_ok, res)
+    res.counts = {"shards": len(paths), "videos": len(owner_v), "questions": len(owner_q)}
+    return res
 
+
+def _check_shard(p: Path, ref: tuple[dict, str] | None, quick: bool, shard_rows: dict,
+                 shard_ids: dict, res: VerifyResult) -> tuple[dict, str] | None:
+    """One shard: readable, complete, this schema, compatible with ``ref`` (attributes, name;
+    the first readable shard becomes it when there is no index), rows and checksums.  Returns
+    the reference for the next shard."""
+    name = p.name
+    try:
+        f = h5py.File(p, "r")
+    except OSError as exc:
+        res.append(f"shard {name}: cannot be read (truncated or corrupt): {exc}")
+        return ref
+    with f:
+        attrs = read_attrs(f)
+        if attrs.get("kind") != "shard":
+            res.append(f"shard {name}: not a store shard (attribute kind={attrs.get('kind')!r})")
+            return ref
+        if not attrs.get("complete", False):
+            res.append(f"shard {name}: not marked complete")
+        if attrs.get("schema_version") != SCHEMA_VERSION:
+            res.append(f"shard {name}: schema_version {attrs.get('schema_version')!r} differs from "
+                       f"{SCHEMA_VERSION}")
+            return ref
+        if ref is None:
+            ref = (attrs, f"shard {name}")
+        else:
+            msg = incompatibility(attrs, f"shard {name}", *ref)
+            if msg:
+                res.append(msg)
+        try:
+            shard_rows[name] = _check_schema(f, name, attrs, res)
+            shard_ids[name] = (read_str(f["videos/id"]).tolist(),
+                               np.asarray(f["questions/id"][()], dtype=np.int64).tolist(),
+                               read_str(f["questions/video_id"]).tolist())
+            if not quick:
+                _check_crcs(f, name, attrs, res)
+        except (KeyError, OSError) as exc:
+            res.append(f"shard {name}: cannot be read: {exc}")
+    return ref
+
+
+def _check_ids(shard_ids: dict, questions_without_video_ok: bool,
+               res: VerifyResult) -> tuple[dict[str, str], dict[int, str]]:
+    """Video and question ids unique across shards; questions whose video is missing reported
+    (as notes when that is acceptable).  Returns the owning shard of each id."""
     owner_v: dict[str, str] = {}
     owner_q: dict[int, str] = {}
-    all_videos: set[str] = set()
     for name, (vids, qids, _) in shard_ids.items():
         for v, c in Counter(vids).items():
             if c > 1:
@@ -218,15 +233,13 @@ def verify_store(entry_path: str | os.PathLike, quick: bool = False,
             if q in owner_q:
                 res.append(f"duplicate question id {q}: in shard {owner_q[q]} and shard {name}")
             owner_q.setdefault(q, name)
-        all_videos.update(vids)
     missing: dict[str, list] = {}
     for name, (_, qids, qvids) in shard_ids.items():
         for q, v in zip(qids, qvids):
-            if v not in all_videos:
+            if v not in owner_v:
                 missing.setdefault(v, []).append((q, name))
     for v, refs in sorted(missing.items()):
         ex = ", ".join(f"{q} (shard {n})" for q, n in refs[:3])
         msg = f"video {v!r} is not in the store but {len(refs)} question(s) point at it, e.g. {ex}"
         (res.notes if questions_without_video_ok else res).append(msg)
-    res.counts = {"shards": len(paths), "videos": len(owner_v), "questions": len(owner_q)}
-    return res
+    return owner_v, owner_q
