@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from itertools import permutations
+from typing import Any, Callable
 
 import numpy as np
 
@@ -96,175 +97,195 @@ def _unique(items, key):
     return ordered[0]
 
 
-def scene_answers(scene: dict, instruments: list[str] | None = None) -> list[dict]:
-    """Every question the templates ask about ``scene``, answered from the scene alone.
+@dataclass
+class _Facts:
+    """What the questions of one scene are computed from."""
 
-    ``instruments`` is the dataset's instrument set (names that may be asked about although
-    absent from the scene); default: ``scene['palette']`` (written by the generator), else the
-    scene's own instruments.
-    Each item: ``{"type": [group, kind], "template", "templ_values", "question", "answer"}``.
-    """
+    names_all: list[str]          # the dataset's instruments (may be asked about though absent)
+    D: float                      # duration (s)
+    vis: list                     # instruments on screen
+    snd: list                     # instruments that sound
+    vis_snd: list                 # on screen and sounding
+    by_slot: dict                 # slot -> the instrument on screen there
+    vis_names: Counter
+    snd_names: Counter
+    first: Any                    # the sounding instrument that starts first / last (None if tied)
+    last: Any
+
+
+def _facts(scene: dict, instruments: list[str] | None) -> _Facts:
     names_all = list(instruments or scene.get("palette") or
                      dict.fromkeys(i["name"] for i in scene["instruments"]))
-    D = float(scene["duration"])
     insts = [_Inst(k, i["name"], bool(i["visible"]), i["slot"], LEVELS[i["level"]],
                    i["style"] == "staccato", float(i["pitch_hz"]),
                    tuple((float(s), float(e)) for s, e in i["intervals"]))
              for k, i in enumerate(scene["instruments"])]
     vis = [i for i in insts if i.visible]
     snd = [i for i in insts if i.sounding]
-    vis_snd = [i for i in vis if i.sounding]
-    by_slot = {i.slot: i for i in vis}
-    vis_names = Counter(i.name for i in vis)
-    snd_names = Counter(i.name for i in snd)
-    out: list[dict] = []
+    return _Facts(names_all, float(scene["duration"]), vis, snd, [i for i in vis if i.sounding],
+                  {i.slot: i for i in vis}, Counter(i.name for i in vis), Counter(i.name for i in snd),
+                  _unique(snd, key=lambda i: i.start), _unique(snd, key=lambda i: -i.start))
 
-    def ask(kind: tuple[str, str], template: str, values: list[str], answer: str) -> None:
-        out.append({"type": list(kind), "template": template, "templ_values": list(values),
-                    "question": fill(template, values), "answer": answer})
 
-    yn = lambda b: "yes" if b else "no"  # noqa: E731
+def _yn(b: bool) -> str:
+    return "yes" if b else "no"
 
-    # ---- Audio / Counting -------------------------------------------------------------------
-    t = ("Audio", "Counting")
-    ask(t, "How many musical instruments were heard throughout the video?", [],
+
+def _audio_counting(f: _Facts, ask: Callable[[str, list[str], str], None]) -> None:
+    """Audio / Counting."""
+    names_all, snd, snd_names = f.names_all, f.snd, f.snd_names
+    ask("How many musical instruments were heard throughout the video?", [],
         NUMBERS[len(snd)])
     for n in names_all:
-        ask(t, "Is there a <Object> sound?", [n], yn(n in snd_names))
+        ask("Is there a <Object> sound?", [n], _yn(n in snd_names))
     for a in sorted(snd_names):
         for b in names_all:
             if b != a:
                 for pair in ((a, b), (b, a)):
-                    ask(t, "Are there <Object> and <Object> sound?", list(pair),
-                        yn(b in snd_names))
+                    ask("Are there <Object> and <Object> sound?", list(pair),
+                        _yn(b in snd_names))
 
-    # ---- Audio / Comparative (instruments that sound, named uniquely among those) -----------
-    t = ("Audio", "Comparative")
+
+def _audio_comparative(f: _Facts, ask: Callable[[str, list[str], str], None]) -> None:
+    """Audio / Comparative."""
+    snd, snd_names = f.snd, f.snd_names
     uniq_snd = [i for i in snd if snd_names[i.name] == 1]
     for a, b in permutations(uniq_snd, 2):
         if a.gain != b.gain:
-            ask(t, "Is the <Object> louder than the <Object>?", [a.name, b.name],
-                yn(a.gain > b.gain))
+            ask("Is the <Object> louder than the <Object>?", [a.name, b.name],
+                _yn(a.gain > b.gain))
         if abs(a.total - b.total) >= 2.0:
-            ask(t, "Is the <Object> playing longer than the <Object>?", [a.name, b.name],
-                yn(a.total > b.total))
+            ask("Is the <Object> playing longer than the <Object>?", [a.name, b.name],
+                _yn(a.total > b.total))
         if a.staccato != b.staccato:
-            ask(t, "Is the <Object> more rhythmic than the <Object>?", [a.name, b.name],
-                yn(a.staccato))
+            ask("Is the <Object> more rhythmic than the <Object>?", [a.name, b.name],
+                _yn(a.staccato))
 
-    # ---- Visual / Counting ------------------------------------------------------------------
-    t = ("Visual", "Counting")
+
+def _visual_counting(f: _Facts, ask: Callable[[str, list[str], str], None]) -> None:
+    """Visual / Counting."""
+    names_all, vis_names = f.names_all, f.vis_names
     for n in names_all:
-        ask(t, "How many <Object> are in the entire video?", [n], NUMBERS[vis_names[n]])
-        ask(t, "Is there a <Object> in the entire video?", [n], yn(n in vis_names))
-    ask(t, "How many types of musical instruments appeared in the entire video?", [],
+        ask("How many <Object> are in the entire video?", [n], NUMBERS[vis_names[n]])
+        ask("Is there a <Object> in the entire video?", [n], _yn(n in vis_names))
+    ask("How many types of musical instruments appeared in the entire video?", [],
         NUMBERS[len(vis_names)])
     for a in sorted(vis_names):
         for b in names_all:
             if b != a:
                 for pair in ((a, b), (b, a)):
-                    ask(t, "Are there <Object> and <Object> instruments in the video?",
-                        list(pair), yn(b in vis_names))
+                    ask("Are there <Object> and <Object> instruments in the video?",
+                        list(pair), _yn(b in vis_names))
 
-    # ---- Visual / Location ------------------------------------------------------------------
-    t = ("Visual", "Location")
+
+def _visual_location(f: _Facts, ask: Callable[[str, list[str], str], None]) -> None:
+    """Visual / Location."""
+    vis, vis_names = f.vis, f.vis_names
     ordered = sorted(vis, key=lambda i: SLOTS.index(i.slot))
     if len(ordered) == 1:
-        ask(t, "What kind of musical instrument is it?", [], ordered[0].name)
+        ask("What kind of musical instrument is it?", [], ordered[0].name)
     if len(ordered) >= 2:
-        ask(t, "What kind of instrument is the <LRer> instrument?", ["leftest"], ordered[0].name)
-        ask(t, "What kind of instrument is the <LRer> instrument?", ["rightest"],
+        ask("What kind of instrument is the <LRer> instrument?", ["leftest"], ordered[0].name)
+        ask("What kind of instrument is the <LRer> instrument?", ["rightest"],
             ordered[-1].name)
     for k, i in enumerate(ordered):
         if vis_names[i.name] != 1:
             continue
-        ask(t, "Where is the <Object>?", [i.name], i.slot)
+        ask("Where is the <Object>?", [i.name], i.slot)
         if k > 0:
-            ask(t, "What is the instrument on the <LR> of <Object>?", ["left", i.name],
+            ask("What is the instrument on the <LR> of <Object>?", ["left", i.name],
                 ordered[k - 1].name)
         if k + 1 < len(ordered):
-            ask(t, "What is the instrument on the <LR> of <Object>?", ["right", i.name],
+            ask("What is the instrument on the <LR> of <Object>?", ["right", i.name],
                 ordered[k + 1].name)
 
-    # ---- Audio-Visual / Existential ---------------------------------------------------------
-    t = ("Audio-Visual", "Existential")
+
+def _audio_visual_existential(f: _Facts, ask: Callable[[str, list[str], str], None]) -> None:
+    """Audio-Visual / Existential."""
+    D, vis, snd, vis_names = f.D, f.vis, f.snd, f.vis_names
     for i in vis:
         if vis_names[i.name] == 1:
-            ask(t, "Is the <Object> in the video always playing?", [i.name],
-                yn(i.sounding and _always(i, D)))
+            ask("Is the <Object> in the video always playing?", [i.name],
+                _yn(i.sounding and _always(i, D)))
     if snd:
-        ask(t, "Is this sound from the instrument in the video?", [],
-            yn(all(i.visible for i in snd)))
+        ask("Is this sound from the instrument in the video?", [],
+            _yn(all(i.visible for i in snd)))
 
-    # ---- Audio-Visual / Counting ------------------------------------------------------------
-    t = ("Audio-Visual", "Counting")
-    ask(t, "How many instruments are sounding in the video?", [], NUMBERS[len(vis_snd)])
-    ask(t, "How many types of musical instruments sound in the video?", [],
+
+def _audio_visual_counting(f: _Facts, ask: Callable[[str, list[str], str], None]) -> None:
+    """Audio-Visual / Counting."""
+    vis, vis_snd, vis_names = f.vis, f.vis_snd, f.vis_names
+    ask("How many instruments are sounding in the video?", [], NUMBERS[len(vis_snd)])
+    ask("How many types of musical instruments sound in the video?", [],
         NUMBERS[len({i.name for i in vis_snd})])
-    ask(t, "How many instruments in the video did not sound from beginning to end?", [],
+    ask("How many instruments in the video did not sound from beginning to end?", [],
         NUMBERS[len(vis) - len(vis_snd)])
     for n in sorted(vis_names):
-        ask(t, "How many sounding <Object> in the video?", [n],
+        ask("How many sounding <Object> in the video?", [n],
             NUMBERS[sum(1 for i in vis_snd if i.name == n)])
 
-    # ---- Audio-Visual / Location ------------------------------------------------------------
-    t = ("Audio-Visual", "Location")
+
+def _audio_visual_location(f: _Facts, ask: Callable[[str, list[str], str], None]) -> None:
+    """Audio-Visual / Location."""
+    snd, by_slot, snd_names, first, last = f.snd, f.by_slot, f.snd_names, f.first, f.last
     loudest = _unique(snd, key=lambda i: -i.gain)
     lowest = _unique(snd, key=lambda i: i.pitch)
     for word, who in (("loudest", loudest), ("lowest", lowest)):
         if who is not None and who.visible:
-            ask(t, "Where is the <LL> instrument?", [word], who.slot)
-    first = _unique(snd, key=lambda i: i.start)
-    last = _unique(snd, key=lambda i: -i.start)
+            ask("Where is the <LL> instrument?", [word], who.slot)
     if len(snd) >= 2:
         for word, who in (("first", first), ("last", last)):
             if who is None:
                 continue
             for slot in SLOTS:
                 if slot in by_slot:
-                    ask(t, "Is the <FL> sound coming from the <LR> instrument?", [word, slot],
-                        yn(who.visible and who.slot == slot))
+                    ask("Is the <FL> sound coming from the <LR> instrument?", [word, slot],
+                        _yn(who.visible and who.slot == slot))
     for i in snd:
         if snd_names[i.name] != 1:
             continue
         partners = {j.name for j in snd if j is not i and j.overlaps(i)}
         if len(partners) == 1:
-            ask(t, "Which is the musical instrument that sounds at the same time as the "
+            ask("Which is the musical instrument that sounds at the same time as the "
                    "<Object>?", [i.name], partners.pop())
 
-    # ---- Audio-Visual / Comparative ---------------------------------------------------------
-    t = ("Audio-Visual", "Comparative")
+
+def _audio_visual_comparative(f: _Facts, ask: Callable[[str, list[str], str], None]) -> None:
+    """Audio-Visual / Comparative."""
+    vis_snd = f.vis_snd
     for a, b in permutations(vis_snd, 2):
         if a.gain != b.gain:
-            ask(t, "Is the instrument on the <LR> louder than the instrument on the <LR>?",
-                [a.slot, b.slot], yn(a.gain > b.gain))
-            ask(t, "Is the <Object> on the <LR> louder than the <Object> on the <LR>?",
-                [a.name, a.slot, b.name, b.slot], yn(a.gain > b.gain))
+            ask("Is the instrument on the <LR> louder than the instrument on the <LR>?",
+                [a.slot, b.slot], _yn(a.gain > b.gain))
+            ask("Is the <Object> on the <LR> louder than the <Object> on the <LR>?",
+                [a.name, a.slot, b.name, b.slot], _yn(a.gain > b.gain))
         if a.staccato != b.staccato:
-            ask(t, "Is the instrument on the <LR> more rhythmic than the instrument on the "
-                   "<LR>?", [a.slot, b.slot], yn(a.staccato))
-            ask(t, "Is the <Object> on the <LR> more rhythmic than the <Object> on the <LR>?",
-                [a.name, a.slot, b.name, b.slot], yn(a.staccato))
+            ask("Is the instrument on the <LR> more rhythmic than the instrument on the "
+                   "<LR>?", [a.slot, b.slot], _yn(a.staccato))
+            ask("Is the <Object> on the <LR> more rhythmic than the <Object> on the <LR>?",
+                [a.name, a.slot, b.name, b.slot], _yn(a.staccato))
 
-    # ---- Audio-Visual / Temporal ------------------------------------------------------------
-    t = ("Audio-Visual", "Temporal")
+
+def _audio_visual_temporal(f: _Facts, ask: Callable[[str, list[str], str], None]) -> None:
+    """Audio-Visual / Temporal."""
+    snd, vis_snd, vis_names, snd_names, first, last = f.snd, f.vis_snd, f.vis_names, f.snd_names, f.first, f.last
     starts = sorted({i.start for i in snd})
     for th, word in enumerate(("first", "second", "third")):
         if th < len(starts) and len(snd) >= 2:
             at = {i.name for i in snd if i.start == starts[th]}
             if len(at) == 1 and sum(1 for i in snd if i.start == starts[th]) == 1:
-                ask(t, "What is the <TH> instrument that comes in?", [word], at.pop())
+                ask("What is the <TH> instrument that comes in?", [word], at.pop())
     if len(snd) >= 2:
         for word, who in (("first", first), ("last", last)):
             if who is not None and who.visible:
-                ask(t, "Where is the <FL> sounding instrument?", [word], who.slot)
+                ask("Where is the <FL> sounding instrument?", [word], who.slot)
     for n, c in vis_names.items():
         same = [i for i in vis_snd if i.name == n]
         if c >= 2 and len(same) >= 2:
             for word in ("first", "last"):
                 pick = _unique(same, key=(lambda i: i.start) if word == "first" else
                                (lambda i: -i.start))
-                ask(t, "Which <Object> makes the sound <FL>?", [n, word],
+                ask("Which <Object> makes the sound <FL>?", [n, word],
                     pick.slot if pick is not None else "simultaneously")
     for i in snd:
         if snd_names[i.name] != 1:
@@ -274,8 +295,40 @@ def scene_answers(scene: dict, instruments: list[str] | None = None) -> list[dic
             if 0 <= nb < len(starts):
                 at = [j for j in snd if j.start == starts[nb]]
                 if len(at) == 1:
-                    ask(t, "Which instrument makes sounds <BA> the <Object>?", [word, i.name],
+                    ask("Which instrument makes sounds <BA> the <Object>?", [word, i.name],
                         at[0].name)
+
+
+#: the question types in the order their questions are generated, each with its generator
+QUESTION_KINDS: tuple = (
+    (("Audio", "Counting"), _audio_counting),
+    (("Audio", "Comparative"), _audio_comparative),
+    (("Visual", "Counting"), _visual_counting),
+    (("Visual", "Location"), _visual_location),
+    (("Audio-Visual", "Existential"), _audio_visual_existential),
+    (("Audio-Visual", "Counting"), _audio_visual_counting),
+    (("Audio-Visual", "Location"), _audio_visual_location),
+    (("Audio-Visual", "Comparative"), _audio_visual_comparative),
+    (("Audio-Visual", "Temporal"), _audio_visual_temporal),
+)
+
+
+def scene_answers(scene: dict, instruments: list[str] | None = None) -> list[dict]:
+    """Every question the templates ask about ``scene``, answered from the scene alone.
+
+    ``instruments`` is the dataset's instrument set (names that may be asked about although
+    absent from the scene); default: ``scene['palette']`` (written by the generator), else the
+    scene's own instruments.
+    Each item: ``{"type": [group, kind], "template", "templ_values", "question", "answer"}``.
+    """
+    facts = _facts(scene, instruments)
+    out: list[dict] = []
+    for kind, generate in QUESTION_KINDS:
+        def ask(template: str, values: list[str], answer: str, kind=kind) -> None:
+            out.append({"type": list(kind), "template": template, "templ_values": list(values),
+                        "question": fill(template, values), "answer": answer})
+
+        generate(facts, ask)
     return out
 
 
