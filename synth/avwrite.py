@@ -7,6 +7,7 @@ buffer a whole stream.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -119,67 +120,14 @@ def write_av(path: str | Path,
         audio = _check_audio(audio)
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-    times = None
-    if frame_times is not None:
-        times = np.asarray(frame_times, dtype=np.float64)
-        if times.ndim != 1 or (len(times) > 1 and np.any(np.diff(times) <= 0)) or \
-                (len(times) and times[0] < 0):
-            raise ValueError("frame_times must be a 1-D, non-negative, strictly increasing sequence")
-    it: Iterator[np.ndarray] = iter(frames)
-
+    times = _check_times(frame_times)
+    codecs = _Codecs(video_codec, audio_codec, int(crf), preset, int(threads), int(sample_rate))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    n_written = 0
     try:
         with av.open(str(tmp), mode="w", format="mp4") as container:
-            vstream = None
-            astream = None
-            a_pos = 0  # next audio sample to encode
-            prev_rgb = prev_yuv = None
-            for i, frame in enumerate(it):
-                frame = _even_pad(np.asarray(frame), f"{path}: frame {i}")
-                if vstream is None:
-                    vstream = container.add_stream(video_codec, rate=rate)
-                    vstream.width, vstream.height = frame.shape[1], frame.shape[0]
-                    vstream.pix_fmt = "yuv420p"
-                    if video_codec == "libx264":
-                        vstream.options = {"crf": str(int(crf)), "preset": preset}
-                    if threads:
-                        vstream.codec_context.thread_count = int(threads)
-                    if times is not None:
-                        vstream.codec_context.time_base = _VFR_TIME_BASE
-                    if audio is not None:
-                        astream = container.add_stream(audio_codec, rate=int(sample_rate))
-                        astream.layout = "mono"
-                        if audio_codec == "aac":  # ~2.5x cheaper than the default 'twoloop'
-                            astream.options = {"aac_coder": "fast"}
-                    first_shape = frame.shape
-                elif frame.shape != first_shape:
-                    raise ValueError(f"{path}: frame {i} has shape {frame.shape}, frame 0 had "
-                                     f"{first_shape}")
-                if times is not None:
-                    if i >= len(times):
-                        raise ValueError(f"{path}: more frames than frame_times ({len(times)})")
-                    t = float(times[i])
-                else:
-                    t = float(i / rate)
-                if prev_rgb is None or not np.array_equal(frame, prev_rgb):
-                    prev_rgb, prev_yuv = frame.copy(), rgb_to_yuv420p(frame)  # still scenes: once
-                vf = yuv420p_frame(prev_yuv)
-                if times is not None:
-                    vf.pts = int(round(t / _VFR_TIME_BASE))
-                    vf.time_base = _VFR_TIME_BASE
-                else:
-                    vf.pts = i
-                container.mux(vstream.encode(vf))
-                n_written += 1
-                if astream is not None:  # keep audio up to the current video time
-                    a_pos = _encode_audio(container, astream, audio, a_pos,
-                                          int(round(t * sample_rate)))
-            if vstream is None:
-                raise ValueError(f"{path}: no frames given")
-            if times is not None and n_written != len(times):
-                raise ValueError(f"{path}: {n_written} frames but {len(times)} frame_times")
+            vstream, astream, a_pos = _write_frames(container, path, iter(frames), rate, times,
+                                                    audio, codecs)
             container.mux(vstream.encode(None))
             if astream is not None:
                 _encode_audio(container, astream, audio, a_pos, len(audio))
@@ -189,6 +137,85 @@ def write_av(path: str | Path,
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+@dataclass(frozen=True)
+class _Codecs:
+    video: str
+    audio: str
+    crf: int
+    preset: str
+    threads: int
+    sample_rate: int
+
+
+def _check_times(frame_times: Sequence[float] | None) -> np.ndarray | None:
+    if frame_times is None:
+        return None
+    times = np.asarray(frame_times, dtype=np.float64)
+    if times.ndim != 1 or (len(times) > 1 and np.any(np.diff(times) <= 0)) or \
+            (len(times) and times[0] < 0):
+        raise ValueError("frame_times must be a 1-D, non-negative, strictly increasing sequence")
+    return times
+
+
+def _add_streams(container, frame: np.ndarray, rate: Fraction, vfr: bool, with_audio: bool,
+                 codecs: _Codecs):
+    """The video stream (sized by the first frame) and the audio stream (or None)."""
+    vstream = container.add_stream(codecs.video, rate=rate)
+    vstream.width, vstream.height = frame.shape[1], frame.shape[0]
+    vstream.pix_fmt = "yuv420p"
+    if codecs.video == "libx264":
+        vstream.options = {"crf": str(codecs.crf), "preset": codecs.preset}
+    if codecs.threads:
+        vstream.codec_context.thread_count = codecs.threads
+    if vfr:
+        vstream.codec_context.time_base = _VFR_TIME_BASE
+    astream = None
+    if with_audio:
+        astream = container.add_stream(codecs.audio, rate=codecs.sample_rate)
+        astream.layout = "mono"
+        if codecs.audio == "aac":  # ~2.5x cheaper than the default 'twoloop'
+            astream.options = {"aac_coder": "fast"}
+    return vstream, astream
+
+
+def _write_frames(container, path: Path, it: Iterator[np.ndarray], rate: Fraction,
+                  times: np.ndarray | None, audio: np.ndarray | None, codecs: _Codecs):
+    """Encode every frame (and the audio up to each frame's time); returns the streams and the
+    next audio sample to encode."""
+    vstream = astream = None
+    a_pos = 0
+    prev_rgb = prev_yuv = first_shape = None
+    n_written = 0
+    for i, frame in enumerate(it):
+        frame = _even_pad(np.asarray(frame), f"{path}: frame {i}")
+        if vstream is None:
+            vstream, astream = _add_streams(container, frame, rate, times is not None,
+                                            audio is not None, codecs)
+            first_shape = frame.shape
+        elif frame.shape != first_shape:
+            raise ValueError(f"{path}: frame {i} has shape {frame.shape}, frame 0 had {first_shape}")
+        if times is not None and i >= len(times):
+            raise ValueError(f"{path}: more frames than frame_times ({len(times)})")
+        t = float(times[i]) if times is not None else float(i / rate)
+        if prev_rgb is None or not np.array_equal(frame, prev_rgb):
+            prev_rgb, prev_yuv = frame.copy(), rgb_to_yuv420p(frame)  # still scenes: once
+        vf = yuv420p_frame(prev_yuv)
+        if times is not None:
+            vf.pts = int(round(t / _VFR_TIME_BASE))
+            vf.time_base = _VFR_TIME_BASE
+        else:
+            vf.pts = i
+        container.mux(vstream.encode(vf))
+        n_written += 1
+        if astream is not None:  # keep audio up to the current video time
+            a_pos = _encode_audio(container, astream, audio, a_pos, int(round(t * codecs.sample_rate)))
+    if vstream is None:
+        raise ValueError(f"{path}: no frames given")
+    if times is not None and n_written != len(times):
+        raise ValueError(f"{path}: {n_written} frames but {len(times)} frame_times")
+    return vstream, astream, a_pos
 
 
 def _encode_audio(container, astream, audio: np.ndarray, start: int, stop: int) -> int:
