@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from common.config import ConfigError, resolve
 
+from .audio import DEFAULT_AUDIO_ENCODER, audio_encoder_names
+
 SAMPLING_MODES = ("truncate", "uniform")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -36,6 +38,8 @@ class ExtractConfig:
     #: 'default' (open_clip 'openai' tag, from the cache or the network), an open_clip tag,
     #: a local weight file, 'random' (seeded with ``seed``) or 'random:<seed>'
     clip_weights: str = "default"
+    #: audio encoder, a name in the registry (``extract.audio``; docs/EXTENDING.md)
+    audio_encoder: str = DEFAULT_AUDIO_ENCODER
     #: 'default' (torchvggish release file, from the torch hub cache or the network), a local
     #: state_dict file, 'random' or 'random:<seed>'
     vggish_weights: str = "default"
@@ -103,6 +107,9 @@ class ExtractConfig:
         for name in ("batch_size", "dask_workers", "image_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.audio_encoder not in audio_encoder_names():
+            raise ValueError(f"audio_encoder must be one of {', '.join(audio_encoder_names())}, "
+                             f"got {self.audio_encoder!r}")
         if self.dataset.strip().lower().replace("_", "-") not in ("music-avqa", "avqa"):
             raise ValueError(f"dataset must be 'music-avqa' or 'avqa', got {self.dataset!r}")
         if self.scheduler and self.dask_workers:

@@ -406,7 +406,7 @@ def extract(cfg: ExtractConfig, progress: bool = True, console: Any = None) -> E
             size = cfg.image_size or clip_input_size(cfg.clip_model)
             workers = resolve_workers(cfg.workers)
             if size and workers > 0:
-                spec = DecodeSpec(int(cfg.T), float(cfg.fps), str(cfg.sampling), int(size))
+                spec = DecodeSpec.from_config(cfg, int(size))
                 decoder = DecodeAhead(todo, spec, workers, decode_window(cfg, workers),
                                       startup_window=startup_window(cfg, workers, size)).start()
         try:
