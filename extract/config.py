@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from common.config import ConfigError, resolve
+from qa.annotations import dataset_names
 
 from .audio import DEFAULT_AUDIO_ENCODER, audio_encoder_names
 
@@ -85,7 +86,7 @@ class ExtractConfig:
     #: only records of this split ('' = all)
     split: str = ""
     #: dataset whose answer vocabulary a store gets when no annotations are given (so questions
-    #: can be added later with questions_only): 'music-avqa' or 'avqa'
+    #: can be added later with questions_only): a registered format, 'music-avqa' or 'avqa'
     dataset: str = "music-avqa"
 
     def __post_init__(self) -> None:
@@ -110,8 +111,9 @@ class ExtractConfig:
         if self.audio_encoder not in audio_encoder_names():
             raise ValueError(f"audio_encoder must be one of {', '.join(audio_encoder_names())}, "
                              f"got {self.audio_encoder!r}")
-        if self.dataset.strip().lower().replace("_", "-") not in ("music-avqa", "avqa"):
-            raise ValueError(f"dataset must be 'music-avqa' or 'avqa', got {self.dataset!r}")
+        if self.dataset.strip().lower().replace("_", "-") not in dataset_names():
+            raise ValueError(f"dataset must be one of {', '.join(dataset_names())} (the registered "
+                             f"formats), got {self.dataset!r}")
         if self.scheduler and self.dask_workers:
             raise ValueError("give either scheduler or dask_workers, not both")
         if not self.out:
