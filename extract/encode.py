@@ -75,6 +75,13 @@ def random_weight_names(identities: dict) -> list[str]:
             if str(v.get("weights", "")).startswith("random:")]
 
 
+def check_audio_width(rows: np.ndarray, enc: Encoders) -> None:
+    """The encoder's output must be as wide as its registry entry says (the store's audio_dim)."""
+    if rows.ndim != 2 or rows.shape[1] != enc.audio_dim:
+        raise ExtractError(f"audio encoder {enc.audio_entry.name!r} returned {rows.shape[1:]} "
+                           f"per segment, but its registered width is {enc.audio_dim}")
+
+
 def encode_videos(decoded: Sequence[tuple[VideoFile, DecodedVideo]], enc: Encoders,
                   cfg: ExtractConfig) -> list[EncodedVideo]:
     """Encode several decoded videos with batches of up to ``batch_size`` frames (see
@@ -99,6 +106,7 @@ def encode_videos(decoded: Sequence[tuple[VideoFile, DecodedVideo]], enc: Encode
         mel = np.concatenate(with_audio)
         audio_rows = np.concatenate([enc.audio.encode(mel[lo:lo + bs])
                                      for lo in range(0, len(mel), bs)])
+        check_audio_width(audio_rows, enc)
     out, at, aa = [], 0, 0
     for (vf, d), n in zip(decoded, real):
         if d.audio_present:

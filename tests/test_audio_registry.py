@@ -15,7 +15,7 @@ from extract.audio import (AudioEncoderEntry, audio_encoder_names, get_audio_enc
 from extract.config import ExtractConfig
 from extract.decode import DecodeSpec, decode_video
 from extract.discover import stat_video
-from extract.encode import extract_video_reference
+from extract.encode import encode_videos, extract_video_reference
 from extract.encoders import get_encoders
 from extract.errors import ExtractError
 from extract.pipeline import extract
@@ -112,3 +112,17 @@ def test_unknown_and_duplicate_names_are_errors(toy):
     with pytest.raises(ValueError, match="width"):
         register_audio_encoder(AudioEncoderEntry("zero", 0, TOY.front_end, TOY.weights, TOY.build))
     assert "toy" in audio_encoder_names() and "zero" not in audio_encoder_names()
+
+
+def test_an_encoder_wider_than_its_entry_says_is_an_error(data):
+    liar = AudioEncoderEntry("toy-liar", 12, TOY.front_end, TOY.weights, TOY.build)
+    register_audio_encoder(liar)
+    try:
+        cfg = ExtractConfig(**dict(vars(data.cfg), audio_encoder="toy-liar", workers=0))
+        enc = get_encoders(cfg)
+        video = stat_video(data.vids / "a.mp4")
+        decoded = decode_video(video.path, DecodeSpec.from_config(cfg, enc.clip.image_size))
+        with pytest.raises(ExtractError, match="'toy-liar' returned \\(16,\\).*registered width is 12"):
+            encode_videos([(video, decoded)], enc, cfg)
+    finally:
+        unregister_audio_encoder("toy-liar")
