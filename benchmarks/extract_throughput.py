@@ -173,7 +173,8 @@ def _decode_stage(paths: list[str], spec) -> dict:
     untimed call for imports), then decord alone on the same frames and audio."""
     from decord import AudioReader, VideoReader, cpu
 
-    from extract.decode import SAMPLE_RATE, _frame_timing, decode_video, frame_indices, segment_centres
+    from extract.decode import _frame_timing, decode_video, frame_indices, segment_centres
+    from extract.logmel import SAMPLE_RATE
 
     decode_video(paths[0], spec)
     t = time.perf_counter()
@@ -254,7 +255,7 @@ def our_stages(videos: list[Path], cfg, enc, attrs: dict, out: Path) -> tuple[di
         sync(dev)
         t_clip = time.perf_counter() - t
         t = time.perf_counter()
-        audio = np.concatenate([enc.vggish.encode(mel[lo:lo + bs]) for lo in range(0, len(mel), bs)])
+        audio = np.concatenate([enc.audio.encode(mel[lo:lo + bs]) for lo in range(0, len(mel), bs)])
         sync(dev)
         t_vggish = time.perf_counter() - t
 
@@ -395,7 +396,7 @@ def main(argv: list[str] | None = None) -> dict:
                      args.workers[0], len(warm))
             if not args.skip_peer:
                 from peer_style import peer_extract
-                peer_extract(warm, work / "warm-peer-tmp", work / "warm-peer", enc.clip, enc.vggish,
+                peer_extract(warm, work / "warm-peer-tmp", work / "warm-peer", enc.clip, enc.audio,
                              args.T)
 
         # -- ours, per decode-worker count ------------------------------------------------------
@@ -408,7 +409,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not args.skip_peer:
             from peer_style import peer_extract
             peer = peer_extract(videos[:n_peer], work / "peer-tmp", work / "peer-out", enc.clip,
-                                enc.vggish, args.T)
+                                enc.audio, args.T)
 
         # -- where the time goes ---------------------------------------------------------------
         n_stage = max(1, min(args.stage_videos, len(videos)))

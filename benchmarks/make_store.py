@@ -21,9 +21,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from extract.audio import DEFAULT_AUDIO_ENCODER, get_audio_encoder  # noqa: E402
 from qa.annotations import music_avqa_vocabulary  # noqa: E402
 from store import ShardWriter, rebuild_index  # noqa: E402
-from store.schema import AUDIO_DIM, SCHEMA_VERSION  # noqa: E402
+from store.schema import SCHEMA_VERSION  # noqa: E402
+
+#: the default audio encoder's width (VGGish: 128), as an extracted store has it
+AUDIO_DIM = get_audio_encoder(DEFAULT_AUDIO_ENCODER).width
 
 FULL_VIDEOS = 9288
 FULL_SPLITS = {"train": 31927, "val": 4568, "test": 9129, "unused": 243}

@@ -163,8 +163,8 @@ def decode_window(cfg: ExtractConfig, workers: int, device_type: str | None = No
 
 
 def video_bytes(spec: DecodeSpec) -> int:
-    """Bytes of one decoded video (frames and log-mel patches)."""
-    return int(spec.T) * (int(spec.image_size) ** 2 * 3 + 96 * 64 * 4)
+    """Bytes of one decoded video (frames and the audio front end's float32 inputs)."""
+    return int(spec.T) * (int(spec.image_size) ** 2 * 3 + math.prod(spec.front_end.shape) * 4)
 
 
 def startup_window(cfg: ExtractConfig, workers: int, image_size: int) -> int:
@@ -174,7 +174,7 @@ def startup_window(cfg: ExtractConfig, workers: int, image_size: int) -> int:
     physical memory, if less) of decoded frames and patches."""
     import os
 
-    per_video = video_bytes(DecodeSpec(int(cfg.T), image_size=int(image_size)))
+    per_video = video_bytes(DecodeSpec.from_config(cfg, int(image_size)))
     budget = DECODE_AHEAD_BYTES
     try:
         budget = min(budget, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 8)

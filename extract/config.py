@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from common.config import ConfigError, resolve
+from qa.annotations import dataset_names
+
+from .audio import DEFAULT_AUDIO_ENCODER, audio_encoder_names
 
 SAMPLING_MODES = ("truncate", "uniform")
 DEVICES = ("auto", "cpu", "cuda")
@@ -36,6 +39,8 @@ class ExtractConfig:
     #: 'default' (open_clip 'openai' tag, from the cache or the network), an open_clip tag,
     #: a local weight file, 'random' (seeded with ``seed``) or 'random:<seed>'
     clip_weights: str = "default"
+    #: audio encoder, a name in the registry (``extract.audio``; docs/EXTENDING.md)
+    audio_encoder: str = DEFAULT_AUDIO_ENCODER
     #: 'default' (torchvggish release file, from the torch hub cache or the network), a local
     #: state_dict file, 'random' or 'random:<seed>'
     vggish_weights: str = "default"
@@ -80,7 +85,7 @@ class ExtractConfig:
     #: only records of this split ('' = all)
     split: str = ""
     #: dataset whose answer vocabulary a store gets when no annotations are given (so questions
-    #: can be added later with questions_only): 'music-avqa' or 'avqa'
+    #: can be added later with questions_only): a registered format, 'music-avqa' or 'avqa'
     dataset: str = "music-avqa"
 
     def __post_init__(self) -> None:
@@ -102,8 +107,12 @@ class ExtractConfig:
         for name in ("batch_size", "dask_workers", "image_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.dataset.strip().lower().replace("_", "-") not in ("music-avqa", "avqa"):
-            raise ValueError(f"dataset must be 'music-avqa' or 'avqa', got {self.dataset!r}")
+        if self.audio_encoder not in audio_encoder_names():
+            raise ValueError(f"audio_encoder must be one of {', '.join(audio_encoder_names())}, "
+                             f"got {self.audio_encoder!r}")
+        if self.dataset.strip().lower().replace("_", "-") not in dataset_names():
+            raise ValueError(f"dataset must be one of {', '.join(dataset_names())} (the registered "
+                             f"formats), got {self.dataset!r}")
         if self.scheduler and self.dask_workers:
             raise ValueError("give either scheduler or dask_workers, not both")
         if not self.out:

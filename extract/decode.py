@@ -1,23 +1,23 @@
 """Decode one video into encoder inputs: T RGB frames (resized on decode, centre-cropped) and T
-VGGish log-mel patches.  Pure CPU, no torch model: runs in decode worker processes.
+audio inputs from the audio encoder's front end (VGGish: log-mel patches; see
+:mod:`extract.audio`).  Pure CPU, no torch model: runs in decode worker processes.
 
 Segments
 --------
 Segment ``i`` covers ``[i / fps, (i + 1) / fps)`` seconds.  Its frame is the one shown at the
-segment's centre; its audio is the one second of 16 kHz mono audio centred on that centre (at
-fps = 1: exactly second ``i``), turned into one 96x64 log-mel patch by
-``torchvggish.vggish_input.waveform_to_examples``.
+segment's centre; its audio input is what the front end makes of the mono audio (at the front
+end's sample rate) around that centre (VGGish: the one second centred on it, turned into one
+96x64 log-mel patch as ``torchvggish.vggish_input.waveform_to_examples`` does).
 
 * A segment is *real* when its centre lies inside the video; ``n_segments`` counts them (at least
   1 whenever a frame decodes, so a 0.3 s clip gives one real segment).
 * Shorter than T segments: the remaining segments repeat the last real one (frame and audio
-  patch), the published MUSIC-AVQA convention.
+  input), the published MUSIC-AVQA convention.
 * Longer than T segments: ``sampling='truncate'`` (default) keeps the first T segments;
   ``sampling='uniform'`` places T segment centres evenly over the whole video
-  (centre ``i`` at ``(i + 0.5) * duration / T``) and takes the frame and one second of audio
-  there.
-* No audio stream: zero patches and ``audio_present = False`` (not a failure).  Anything else
-  that cannot be decoded raises :class:`DecodeError` with the reason.
+  (centre ``i`` at ``(i + 0.5) * duration / T``) and takes the frame and the audio there.
+* No audio stream: zero audio inputs and ``audio_present = False`` (not a failure).  Anything
+  else that cannot be decoded raises :class:`DecodeError` with the reason.
 """
 from __future__ import annotations
 
@@ -28,9 +28,7 @@ from typing import Any
 
 import numpy as np
 
-SAMPLE_RATE = 16000
-MEL_FRAMES = 96
-MEL_BANDS = 64
+from .audio import DEFAULT_AUDIO_ENCODER, AudioFrontEnd, get_audio_encoder
 
 
 class DecodeError(RuntimeError):
@@ -45,13 +43,22 @@ class DecodeSpec:
     fps: float = 1.0
     sampling: str = "truncate"
     image_size: int = 224
+    audio_encoder: str = DEFAULT_AUDIO_ENCODER
+    #: the registered encoder's front end, looked up here; it travels to the workers pickled,
+    #: so an encoder registered at run time works there too
+    front_end: AudioFrontEnd | None = None
+
+    def __post_init__(self) -> None:
+        if self.front_end is None:
+            object.__setattr__(self, "front_end", get_audio_encoder(self.audio_encoder).front_end)
 
     @classmethod
     def from_config(cls, cfg: Any, image_size: int | None = None) -> "DecodeSpec":
         size = int(image_size or getattr(cfg, "image_size", 0) or 0)
         if size <= 0:
             raise ValueError("image_size must be resolved (> 0) before decoding")
-        return cls(int(cfg.T), float(cfg.fps), str(cfg.sampling), size)
+        return cls(int(cfg.T), float(cfg.fps), str(cfg.sampling), size,
+                   str(getattr(cfg, "audio_encoder", DEFAULT_AUDIO_ENCODER)))
 
 
 @dataclass
@@ -60,7 +67,7 @@ class DecodedVideo:
 
     path: str
     frames: np.ndarray          # uint8 [T, S, S, 3] RGB, S = image_size
-    audio: np.ndarray           # float32 [T, 96, 64] log-mel patches (zeros without audio)
+    audio: np.ndarray           # float32 [T, *front_end.shape] (zeros without audio)
     audio_present: bool
     n_segments: int             # real (unpadded) segments, 1..T
     duration: float             # seconds
@@ -140,13 +147,14 @@ def frame_indices(starts: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return np.clip(idx, 0, len(starts) - 1)
 
 
-def read_audio(path: str) -> np.ndarray | None:
-    """16 kHz mono float32 waveform via decord's AudioReader, or None without an audio stream."""
+def read_audio(path: str, sample_rate: int) -> np.ndarray | None:
+    """Mono float32 waveform at ``sample_rate`` via decord's AudioReader, or None without an
+    audio stream."""
     from decord import AudioReader
     from decord._ffi.base import DECORDError
 
     try:
-        ar = AudioReader(path, sample_rate=SAMPLE_RATE, mono=True)
+        ar = AudioReader(path, sample_rate=int(sample_rate), mono=True)
         wav = ar[:].asnumpy()
     except DECORDError as exc:
         if "audio stream" in str(exc).lower():
@@ -160,29 +168,15 @@ def read_audio(path: str) -> np.ndarray | None:
     return wav
 
 
-def audio_patches(wav: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """One VGGish log-mel patch [96, 64] per centre: the second of audio centred on it (zero
-    padded past either end).  All windows in one vectorised pass (:mod:`extract.logmel`);
-    :func:`audio_patches_reference` is the per-second reference it is tested against."""
-    from .logmel import SPAN, gather_windows, log_mel_patches, window_starts
-
-    return log_mel_patches(gather_windows(wav, window_starts(centres), SPAN))
-
-
-def audio_patches_reference(wav: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """The slow reference of :func:`audio_patches`: torchvggish's ``waveform_to_examples`` on
-    each one-second window (imports torch)."""
-    from torchvggish.vggish_input import waveform_to_examples
-
-    out = np.empty((len(centres), MEL_FRAMES, MEL_BANDS), dtype=np.float32)
-    for i, c in enumerate(centres):
-        start = int(round((c - 0.5) * SAMPLE_RATE))
-        window = np.zeros(SAMPLE_RATE, dtype=np.float64)
-        lo, hi = max(start, 0), min(start + SAMPLE_RATE, len(wav))
-        if hi > lo:
-            window[lo - start:hi - start] = wav[lo:hi]
-        ex = waveform_to_examples(window, SAMPLE_RATE, return_tensor=False)
-        out[i] = ex[0]
+def audio_inputs(front_end: AudioFrontEnd, wav: np.ndarray | None, centres: np.ndarray,
+                 path: str) -> np.ndarray:
+    """The front end's input per centre (zeros without audio), its shape checked."""
+    if wav is None:
+        return np.zeros((len(centres), *front_end.shape), dtype=np.float32)
+    out = np.asarray(front_end(wav, centres), dtype=np.float32)
+    if out.shape != (len(centres), *front_end.shape):
+        raise DecodeError(f"{path}: audio front end {type(front_end).__name__} returned "
+                          f"{out.shape}, expected {(len(centres), *front_end.shape)}")
     return out
 
 
@@ -207,7 +201,7 @@ def pad_to(arr: np.ndarray, T: int) -> np.ndarray:
 
 
 def decode_video(path: str | Path, spec: Any) -> DecodedVideo:
-    """Decode ``path`` into T frames + T audio patches (see the module doc for the rules).
+    """Decode ``path`` into T frames + T audio inputs (see the module doc for the rules).
 
     ``spec`` is a :class:`DecodeSpec` or any object with ``T``, ``fps``, ``sampling`` and a
     resolved ``image_size``.  Raises :class:`DecodeError` for anything unusable.
@@ -246,11 +240,8 @@ def decode_video(path: str | Path, spec: Any) -> DecodedVideo:
         raise DecodeError(f"{path}: decoder returned {batch.shape[2]}x{batch.shape[1]} frames, "
                           f"smaller than the {spec.image_size}px crop")
     frames = centre_crop(batch, spec.image_size)[inverse]
-    wav = read_audio(path) if has_audio else None
-    if wav is None:
-        audio = np.zeros((n_real, MEL_FRAMES, MEL_BANDS), dtype=np.float32)
-    else:
-        audio = audio_patches(wav, centres)
+    wav = read_audio(path, spec.front_end.sample_rate) if has_audio else None
+    audio = audio_inputs(spec.front_end, wav, centres, path)
     return DecodedVideo(path=path, frames=pad_to(frames, spec.T), audio=pad_to(audio, spec.T),
                         audio_present=wav is not None, n_segments=int(n_real),
                         duration=float(duration))

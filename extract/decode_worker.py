@@ -1,7 +1,8 @@
 """Decode worker processes: light and single-threaded.
 
-* Light: this module and what a decode task imports (``extract.decode``, ``extract.logmel``:
-  numpy, decord, PyAV) never import torch or open_clip, so a spawned worker is ready in a fraction
+* Light: this module and what a decode task imports (``extract.decode``, the audio-encoder
+  registry ``extract.audio`` and the encoder's front end, e.g. ``extract.logmel``: numpy, decord,
+  PyAV) never import torch or open_clip, so a spawned worker is ready in a fraction
   of a second.  (Spawn also re-runs the top level of the main script in each worker: ``cli.py``
   keeps its top level to ``typer``.)
 * Single-threaded: each worker is one decode stream, so its libraries must not start thread pools
@@ -169,7 +170,7 @@ def worker_facts() -> dict:
 
 def warm_up() -> int:
     """An empty task that loads the decode modules (used to time worker start-up)."""
-    from . import decode, logmel  # noqa: F401
+    from . import audio, decode, logmel  # noqa: F401
     import decord  # noqa: F401
 
     return os.getpid()

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from common.config import to_dict
-from store.schema import AUDIO_DIM
 
 from .config import ExtractConfig, encoder_batch_size
 from .decode import DecodedVideo, DecodeSpec, decode_video, pad_to
@@ -25,7 +24,7 @@ class EncodedVideo:
     """Features of one video, ready for :meth:`store.ShardWriter.add_videos`."""
 
     video: VideoFile
-    audio: np.ndarray            # float32 [T, 128]
+    audio: np.ndarray            # float32 [T, A], A = the audio encoder's width
     visual: np.ndarray           # float32 [T, Dv]
     patches: np.ndarray | None   # float32 [T, P, Dv]
     audio_present: bool
@@ -56,7 +55,7 @@ def store_attrs(cfg: ExtractConfig, enc: Encoders, vocab: Any, n_options: int) -
         "schema_version": SCHEMA_VERSION,
         "T": int(cfg.T),
         "fps": float(cfg.fps),
-        "audio_dim": AUDIO_DIM,
+        "audio_dim": enc.audio_dim,
         "visual_dim": enc.clip.visual_dim,
         "text_dim": enc.clip.text_dim,
         "text_len": int(cfg.text_len),
@@ -72,6 +71,13 @@ def store_attrs(cfg: ExtractConfig, enc: Encoders, vocab: Any, n_options: int) -
 def random_weight_names(identities: dict) -> list[str]:
     return [f"{k} ({v['name']}: {v['weights']})" for k, v in identities.items()
             if str(v.get("weights", "")).startswith("random:")]
+
+
+def check_audio_width(rows: np.ndarray, enc: Encoders) -> None:
+    """The encoder's output must be as wide as its registry entry says (the store's audio_dim)."""
+    if rows.ndim != 2 or rows.shape[1] != enc.audio_dim:
+        raise ExtractError(f"audio encoder {enc.audio_entry.name!r} returned {rows.shape[1:]} "
+                           f"per segment, but its registered width is {enc.audio_dim}")
 
 
 def encode_videos(decoded: Sequence[tuple[VideoFile, DecodedVideo]], enc: Encoders,
@@ -93,18 +99,19 @@ def encode_videos(decoded: Sequence[tuple[VideoFile, DecodedVideo]], enc: Encode
     visual = np.concatenate(vis)
     patches = np.concatenate(pat) if cfg.patches else None
     with_audio = [d.audio[:n] for (_, d), n in zip(decoded, real) if d.audio_present]
-    audio_rows = np.zeros((0, AUDIO_DIM), np.float32)
+    audio_rows = np.zeros((0, enc.audio_dim), np.float32)
     if with_audio:
         mel = np.concatenate(with_audio)
-        audio_rows = np.concatenate([enc.vggish.encode(mel[lo:lo + bs])
+        audio_rows = np.concatenate([enc.audio.encode(mel[lo:lo + bs])
                                      for lo in range(0, len(mel), bs)])
+        check_audio_width(audio_rows, enc)
     out, at, aa = [], 0, 0
     for (vf, d), n in zip(decoded, real):
         if d.audio_present:
             audio = audio_rows[aa:aa + n]
             aa += n
         else:
-            audio = np.zeros((n, AUDIO_DIM), np.float32)
+            audio = np.zeros((n, enc.audio_dim), np.float32)
         out.append(EncodedVideo(vf, pad_to(audio, cfg.T), pad_to(visual[at:at + n], cfg.T),
                                 None if patches is None else pad_to(patches[at:at + n], cfg.T),
                                 d.audio_present, d.n_segments, d.duration))
@@ -118,8 +125,8 @@ def extract_video_reference(video: VideoFile, cfg: ExtractConfig, enc: Encoders)
     spec = DecodeSpec.from_config(cfg, enc.clip.image_size)
     d = decode_video(video.path, spec)
     visual, patches = enc.clip.encode_images(d.frames, patches=cfg.patches)
-    audio = enc.vggish.encode(d.audio) if d.audio_present else \
-        np.zeros((cfg.T, AUDIO_DIM), np.float32)
+    audio = enc.audio.encode(d.audio) if d.audio_present else \
+        np.zeros((cfg.T, enc.audio_dim), np.float32)
     return EncodedVideo(video, audio, visual, patches, d.audio_present, d.n_segments, d.duration)
 
 

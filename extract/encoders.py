@@ -1,12 +1,11 @@
-"""The encoders: CLIP (open_clip) for frames and text, VGGish (torchvggish) for audio.
+"""The encoders: CLIP (open_clip) for frames and text, and the registered audio encoder
+(:mod:`extract.audio`; VGGish by default, :mod:`extract.vggish`) for audio.
 
 * :class:`ClipEncoder` — frame embeddings ``[N, Dv]`` (and optionally the projected patch tokens
   ``[N, P, Dv]``), question sentence embeddings ``[B, Dt]`` plus token embeddings ``[B, L, Dt]``
   with a mask, and option sentences.  The text path runs the text transformer itself
   (token_embedding + positional_embedding + transformer + ln_final, then text_projection on
   every token); the sentence is the EOT-token output, exactly what ``model.encode_text`` returns.
-* :class:`VGGishEncoder` — 128-d per 96x64 log-mel patch, optionally PCA-whitened and quantised
-  like the AudioSet release (``postprocess``).
 * :func:`get_encoders` — builds both once per process (a cache keyed by the relevant config), so
   dask workers and repeated calls reuse loaded models.
 
@@ -17,38 +16,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
-from common.device import resolve_device
+from common.device import Autocast, resolve_device
 
-from .weights import (ResolvedWeights, WeightsError, load_state_dict_file, resolve_clip_weights,
-                      resolve_vggish_pca, resolve_vggish_weights)
-
-
-def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device`` (None = plain float32)."""
-    if device.type != "cuda" or precision == "fp32":
-        return None
-    if precision == "fp16":
-        return torch.float16
-    if precision == "bf16":
-        return torch.bfloat16
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-class _Autocast:
-    def __init__(self, device: torch.device, dtype: torch.dtype | None):
-        self.device, self.dtype = device, dtype
-
-    def __call__(self):
-        if self.dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+from .audio import AudioEncoder, AudioEncoderEntry, get_audio_encoder
+from .weights import ResolvedWeights, WeightsError, resolve_clip_weights
 
 
 class _DropPrefix(logging.Filter):
@@ -103,7 +81,7 @@ class ClipEncoder:
             raise WeightsError(f"cannot build CLIP {model_name!r} with {weights.identity}: {exc}") from None
         self.device = resolve_device(device)
         self.model = model.eval().requires_grad_(False).to(self.device)
-        self.autocast = _Autocast(self.device, autocast_dtype(self.device, precision))
+        self.autocast = Autocast.for_precision(self.device, precision)
         self.tokenizer = open_clip.get_tokenizer(name)
         pp = getattr(model.visual, "preprocess_cfg", {}) or {}
         mean = pp.get("mean", open_clip.OPENAI_DATASET_MEAN)
@@ -225,62 +203,17 @@ class ClipEncoder:
         return self.encode_text(texts)[0]
 
 
-class VGGishEncoder:
-    """torchvggish's VGG network (release state_dict layout) on log-mel patches."""
-
-    def __init__(self, weights: ResolvedWeights, device: str = "cpu", precision: str = "auto",
-                 postprocess: bool = False, pca: ResolvedWeights | None = None):
-        from torchvggish.torchvggish import VGG, make_layers
-
-        self.weights = weights
-        if weights.kind == "random":
-            torch.manual_seed(int(weights.seed))
-        model = VGG(make_layers(), postprocess=False)
-        if weights.kind != "random":
-            sd = load_state_dict_file(weights.path)
-            try:
-                model.load_state_dict(sd, strict=True)
-            except RuntimeError as exc:
-                raise WeightsError(f"{weights.path}: not VGGish weights: {str(exc)[:400]}") from None
-        self.device = resolve_device(device)
-        self.model = model.eval().requires_grad_(False).to(self.device)
-        self.autocast = _Autocast(self.device, autocast_dtype(self.device, precision))
-        self.postprocess = bool(postprocess)
-        self.pca = pca
-        if self.postprocess:
-            if pca is None:
-                raise WeightsError("VGGish postprocess needs PCA parameters (--vggish-pca)")
-            params = load_state_dict_file(pca.path)
-            try:
-                self.pca_matrix = torch.as_tensor(params["pca_eigen_vectors"]).float().to(self.device)
-                self.pca_means = torch.as_tensor(params["pca_means"]).float().reshape(1, -1).to(self.device)
-            except KeyError as exc:
-                raise WeightsError(f"{pca.path}: missing {exc} (expected the torchvggish PCA file "
-                                   "with pca_eigen_vectors and pca_means)") from None
-
-    @torch.no_grad()
-    def encode(self, patches: np.ndarray | torch.Tensor) -> np.ndarray:
-        """[N, 96, 64] log-mel -> [N, 128] float32."""
-        x = torch.as_tensor(patches, dtype=torch.float32)
-        if x.ndim != 3 or tuple(x.shape[1:]) != (96, 64):
-            raise ValueError(f"audio patches must be [N, 96, 64], got {tuple(x.shape)}")
-        if x.shape[0] == 0:
-            return np.zeros((0, 128), np.float32)
-        x = x.to(self.device, non_blocking=True)[:, None]
-        with self.autocast():
-            emb = self.model(x)
-        emb = emb.float()
-        if self.postprocess:  # AudioSet release: PCA-whiten, clip to [-2, 2], quantise to 0..255
-            emb = (emb - self.pca_means) @ self.pca_matrix.T
-            emb = torch.round((emb.clamp(-2.0, 2.0) + 2.0) * (255.0 / 4.0))
-        return emb.cpu().numpy()
-
-
 @dataclass
 class Encoders:
     clip: ClipEncoder
-    vggish: VGGishEncoder | None  # None when built with audio=False (questions only)
+    audio: AudioEncoder | None  # None when built with audio=False (questions only)
+    audio_entry: AudioEncoderEntry  # the registered audio encoder: name, width, front end
     identities: dict  # attrs['encoders']
+
+    @property
+    def audio_dim(self) -> int:
+        """The store's ``audio_dim``: the registered audio encoder's width."""
+        return int(self.audio_entry.width)
 
 
 _CACHE: dict[tuple, Encoders] = {}
@@ -288,48 +221,47 @@ _CACHE_LOCK = threading.Lock()
 
 
 def encoder_key(cfg: Any, audio: bool = True) -> tuple:
-    return (bool(audio), cfg.clip_model, cfg.clip_weights, cfg.vggish_weights, bool(cfg.vggish_postprocess),
-            cfg.vggish_pca if cfg.vggish_postprocess else "", int(cfg.seed), cfg.device,
-            cfg.precision, int(cfg.text_len), int(cfg.image_size))
+    entry = get_audio_encoder(cfg.audio_encoder)
+    return (bool(audio), cfg.clip_model, cfg.clip_weights, entry.name, *entry.settings(cfg),
+            int(cfg.seed), cfg.device, cfg.precision, int(cfg.text_len), int(cfg.image_size))
 
 
-def encoder_identities(clip: ClipEncoder, vggish: VGGishEncoder | None) -> dict:
+def encoder_identities(clip: ClipEncoder, entry: AudioEncoderEntry,
+                       audio: AudioEncoder | None) -> dict:
     """``attrs['encoders']``: name and weight identity of each encoder."""
-    if vggish is None:
-        audio: dict = {"name": "vggish", "weights": None}
-    else:
-        audio = {"name": "vggish", "weights": vggish.weights.identity,
-                 "postprocess": vggish.postprocess}
-        if vggish.postprocess and vggish.pca is not None:
-            audio["pca"] = vggish.pca.identity
-    return {"audio": audio,
+    identity = audio.identity() if audio is not None else {"weights": None}
+    return {"audio": {"name": entry.name, **identity},
             "visual": {"name": clip.model_name, "weights": clip.weights.identity},
             "text": {"name": clip.model_name, "weights": clip.weights.identity}}
 
 
-def build_encoders(cfg: Any, audio: bool = True) -> Encoders:
-    """Resolve weights and build the encoders for ``cfg`` (an ExtractConfig); all weights are
-    resolved before any model is built, so a missing file fails before minutes of loading."""
-    resolvers = {"clip": lambda: resolve_clip_weights(cfg.clip_model, cfg.clip_weights, cfg.seed)}
-    if audio:
-        resolvers["vggish"] = lambda: resolve_vggish_weights(cfg.vggish_weights, cfg.seed)
-        if cfg.vggish_postprocess:
-            resolvers["pca"] = lambda: resolve_vggish_pca(cfg.vggish_pca)
+def resolve_all(resolvers: dict[str, Callable[[], ResolvedWeights]]) -> dict[str, ResolvedWeights]:
+    """Call every resolver; every missing file is named in one :class:`WeightsError`."""
     found, missing = {}, []
-    for name, resolve in resolvers.items():   # every missing file named in one error
+    for name, resolve in resolvers.items():
         try:
             found[name] = resolve()
         except WeightsError as exc:
             missing.append(str(exc))
     if missing:
         raise WeightsError("\n\n".join(missing))
-    clip_w, vgg_w, pca, vgg = found["clip"], found.get("vggish"), found.get("pca"), None
-    clip = ClipEncoder(cfg.clip_model, clip_w, device=cfg.device, precision=cfg.precision,
-                       text_len=cfg.text_len, image_size=cfg.image_size)
+    return found
+
+
+def build_encoders(cfg: Any, audio: bool = True) -> Encoders:
+    """Resolve weights and build the encoders for ``cfg`` (an ExtractConfig); all weights are
+    resolved before any model is built, so a missing file fails before minutes of loading."""
+    entry = get_audio_encoder(cfg.audio_encoder)
+    resolvers = {"clip": lambda: resolve_clip_weights(cfg.clip_model, cfg.clip_weights, cfg.seed)}
     if audio:
-        vgg = VGGishEncoder(vgg_w, device=cfg.device, precision=cfg.precision,
-                            postprocess=cfg.vggish_postprocess, pca=pca)
-    return Encoders(clip, vgg, encoder_identities(clip, vgg))
+        resolvers.update({f"audio:{k}": r for k, r in entry.weights(cfg).items()})
+    found = resolve_all(resolvers)
+    clip = ClipEncoder(cfg.clip_model, found["clip"], device=cfg.device, precision=cfg.precision,
+                       text_len=cfg.text_len, image_size=cfg.image_size)
+    aud = None
+    if audio:
+        aud = entry.build(cfg, {k[len("audio:"):]: w for k, w in found.items() if k != "clip"})
+    return Encoders(clip, aud, entry, encoder_identities(clip, entry, aud))
 
 
 def get_encoders(cfg: Any, audio: bool = True) -> Encoders:
@@ -343,4 +275,3 @@ def get_encoders(cfg: Any, audio: bool = True) -> Encoders:
             enc = build_encoders(cfg, audio)
             _CACHE[key] = enc
         return enc
-

@@ -1,4 +1,5 @@
-"""VGGish log-mel patches for many one-second windows at once: pure numpy, no torch.
+"""VGGish's front end: log-mel patches for many one-second windows at once, pure numpy, no torch
+(it runs in the decode workers; the VGGish registry entry, :mod:`extract.vggish`, names it).
 
 ``torchvggish.vggish_input.waveform_to_examples`` (the reference) computes one window at a time:
 frame the waveform (400-sample periodic-Hann frames every 160 samples), ``|rfft|`` of length 512,
@@ -15,6 +16,7 @@ every decode worker process seconds of start-up; the parameters below are VGGish
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -92,5 +94,41 @@ def gather_windows(wav: np.ndarray, starts: np.ndarray, length: int = SAMPLE_RAT
     return out
 
 
-__all__ = ["log_mel_patches", "gather_windows", "window_starts", "mel_matrix", "SAMPLE_RATE",
-           "NUM_FRAMES", "NUM_BANDS", "SPAN"]
+def audio_patches(wav: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """One VGGish log-mel patch [96, 64] per centre: the second of audio centred on it (zero
+    padded past either end), all windows in one vectorised pass; :func:`audio_patches_reference`
+    is the per-second reference it is tested against."""
+    return log_mel_patches(gather_windows(wav, window_starts(centres), SPAN))
+
+
+def audio_patches_reference(wav: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """The slow reference of :func:`audio_patches`: torchvggish's ``waveform_to_examples`` on
+    each one-second window (imports torch)."""
+    from torchvggish.vggish_input import waveform_to_examples
+
+    out = np.empty((len(centres), NUM_FRAMES, NUM_BANDS), dtype=np.float32)
+    for i, c in enumerate(centres):
+        start = int(round((c - 0.5) * SAMPLE_RATE))
+        window = np.zeros(SAMPLE_RATE, dtype=np.float64)
+        lo, hi = max(start, 0), min(start + SAMPLE_RATE, len(wav))
+        if hi > lo:
+            window[lo - start:hi - start] = wav[lo:hi]
+        out[i] = waveform_to_examples(window, SAMPLE_RATE, return_tensor=False)[0]
+    return out
+
+
+@dataclass(frozen=True)
+class LogMelFrontEnd:
+    """VGGish's audio front end (an :class:`extract.audio.AudioFrontEnd`): 16 kHz mono in, one
+    96x64 log-mel patch per segment centre out.  Small and picklable: it travels to the workers."""
+
+    sample_rate: int = SAMPLE_RATE
+    shape: tuple[int, ...] = (NUM_FRAMES, NUM_BANDS)
+
+    def __call__(self, wav: np.ndarray, centres: np.ndarray) -> np.ndarray:
+        return audio_patches(wav, centres)
+
+
+__all__ = ["LogMelFrontEnd", "audio_patches", "audio_patches_reference", "log_mel_patches",
+           "gather_windows", "window_starts", "mel_matrix", "SAMPLE_RATE", "NUM_FRAMES", "NUM_BANDS",
+           "SPAN"]

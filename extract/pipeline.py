@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from qa.annotations import DATASETS, Vocabulary, find_annotation_files, load_annotations, vocabulary_for
+from qa.annotations import (Vocabulary, dataset_names, find_annotation_files, load_annotations,
+                            vocabulary_for)
 from store import FeatureStore, StoreLock, drop_videos, rebuild_index
 from store.attrs import attr_differences
 from store.index import read_shard_summary
@@ -175,7 +176,7 @@ def _load_records(cfg: ExtractConfig, store_vocab: Any = None) -> tuple[list, An
 
 def _vocab_from_attrs(attrs: dict) -> Any:
     """The store's vocabulary (None for a store of no known dataset)."""
-    return Vocabulary.from_attrs(attrs) if attrs.get("dataset") in DATASETS else None
+    return Vocabulary.from_attrs(attrs) if attrs.get("dataset") in dataset_names() else None
 
 
 #: extractor settings that change the video features without changing a store attribute
@@ -438,7 +439,7 @@ def _start_decoding(cfg: ExtractConfig, todo: list[VideoFile]) -> DecodeAhead | 
     workers = resolve_workers(cfg.workers)
     if not size or workers <= 0:
         return None
-    spec = DecodeSpec(int(cfg.T), float(cfg.fps), str(cfg.sampling), int(size))
+    spec = DecodeSpec.from_config(cfg, int(size))
     return DecodeAhead(todo, spec, workers, decode_window(cfg, workers),
                        startup_window=startup_window(cfg, workers, size)).start()
 

@@ -6,6 +6,9 @@ problem is an :class:`AnnotationError` naming the file, the record index and the
 
 Formats (told apart by the keys of the records, see :func:`detect_format`)
 -----------------------------------------------------------------------
+Each format is one registered :class:`DatasetFormat` (detect, parse, vocabulary); how to add
+one: docs/EXTENDING.md.  The built-in ones:
+
 MUSIC-AVQA
     ``video_id`` (str), ``question_id`` (int), ``type`` (a *string* holding a JSON list such as
     ``"[\\"Audio\\", \\"Counting\\"]"``; a plain list is accepted too), ``question_content``
@@ -89,13 +92,12 @@ log = logging.getLogger(__name__)
 
 MUSIC_AVQA = "music-avqa"
 AVQA = "avqa"
+#: the built-in formats; :func:`dataset_names` lists every registered one
 DATASETS = (MUSIC_AVQA, AVQA)
 
 #: first id given to records without ``question_id`` (see :func:`derive_question_id`)
 DERIVED_ID_BASE = 10**9
 
-_MUSIC_KEYS = frozenset({"question_content", "anser"})
-_AVQA_KEYS = frozenset({"question_text", "question_type"})
 _SPLIT_WORDS = {"train": "train", "val": "val", "valid": "val", "validation": "val",
                 "test": "test"}
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -239,21 +241,86 @@ def avqa_vocabulary(answers: Iterable[str] = ()) -> Vocabulary:
 
 
 def vocabulary_for(dataset: str, answers: Iterable[str] | None = None) -> Vocabulary:
-    """The vocabulary of ``dataset`` (``'music-avqa'`` or ``'avqa'``; ``_`` may stand for ``-``).
-    ``answers`` builds the AVQA answer list; MUSIC-AVQA's is fixed and takes none."""
-    name = _dataset_name(dataset)
-    if name == MUSIC_AVQA:
-        if answers is not None:
-            raise AnnotationError("the MUSIC-AVQA answer vocabulary is fixed; do not pass answers")
-        return music_avqa_vocabulary()
-    return avqa_vocabulary(answers or ())
+    """The vocabulary of ``dataset`` (a registered format: ``'music-avqa'``, ``'avqa'``, ...;
+    ``_`` may stand for ``-``).  ``answers`` builds the AVQA answer list; MUSIC-AVQA's is fixed
+    and takes none."""
+    return get_format(dataset).vocabulary(answers)
+
+
+# ---- the format registry ---------------------------------------------------------------------
+
+
+class DatasetFormat:
+    """One annotation format (a JSON list of records).  Subclass it, set the class attributes,
+    implement :meth:`parse` and :meth:`vocabulary`, and decorate the class with
+    :func:`register_format`."""
+
+    #: the dataset name (``attrs['dataset']``, ``dataset=``): lower case, ``-`` between words
+    name: str = ""
+    #: the name in messages
+    title: str = ""
+    #: record keys that identify the format (what :meth:`detect` checks by default)
+    keys: frozenset[str] = frozenset()
+    #: the record fields that hold the question type and the answer (named in errors)
+    type_field: str = "type"
+    answer_field: str = "answer"
+
+    def detect(self, record: Any) -> bool:
+        """Does ``record`` (the first record of a file) look like this format?"""
+        return isinstance(record, dict) and self.keys <= record.keys()
+
+    def parse(self, record: dict, where: str) -> "ParsedRecord":
+        """One record (``where`` names it in errors) before its labels are indexed."""
+        raise NotImplementedError
+
+    def vocabulary(self, answers: Iterable[str] | None = None) -> Vocabulary:
+        """The vocabulary; ``answers`` for formats whose answer list is built from the data."""
+        raise NotImplementedError
+
+    def vocabulary_of(self, records: Sequence["ParsedRecord"]) -> Vocabulary:
+        """The vocabulary of loaded records when none is given (default: the fixed one)."""
+        return self.vocabulary()
+
+
+_FORMATS: dict[str, DatasetFormat] = {}
+
+
+def register_format(cls: type[DatasetFormat]) -> type[DatasetFormat]:
+    """Class decorator: register (an instance of) ``cls``.  Formats are detected in
+    registration order; a name registered again replaces the earlier format."""
+    fmt = cls()
+    if not fmt.name or fmt.name != fmt.name.strip().lower().replace("_", "-"):
+        raise ValueError(f"{cls.__name__}.name must be lower case with '-' between words, "
+                         f"got {fmt.name!r}")
+    _FORMATS[fmt.name] = fmt
+    return cls
+
+
+def unregister_format(name: str) -> None:
+    _FORMATS.pop(name, None)
+
+
+def dataset_names() -> tuple[str, ...]:
+    """Every registered format, in detection order."""
+    return tuple(_FORMATS)
 
 
 def _dataset_name(dataset: str) -> str:
     name = str(dataset).strip().lower().replace("_", "-")
-    if name not in DATASETS:
-        raise AnnotationError(f"unknown dataset {dataset!r}; expected one of {list(DATASETS)}")
+    if name not in _FORMATS:
+        raise AnnotationError(f"unknown dataset {dataset!r}; expected one of {list(_FORMATS)}")
     return name
+
+
+def get_format(dataset: str) -> DatasetFormat:
+    """The registered format ``dataset``; an :class:`AnnotationError` naming the registered
+    ones otherwise."""
+    return _FORMATS[_dataset_name(dataset)]
+
+
+def _format_titles(joiner: str = " or ") -> str:
+    titles = [f.title or f.name for f in _FORMATS.values()]
+    return ", ".join(titles[:-1]) + joiner + titles[-1] if len(titles) > 1 else "".join(titles)
 
 
 # ---- question text and ids -------------------------------------------------------------------
@@ -294,14 +361,8 @@ def derive_question_id(video_id: str, question_content: str, values: Sequence[st
 
 
 def detect_format(record: Any) -> str | None:
-    """``'music-avqa'`` or ``'avqa'`` from a record's keys, None when it is neither."""
-    if not isinstance(record, dict):
-        return None
-    if _MUSIC_KEYS <= record.keys():
-        return MUSIC_AVQA
-    if _AVQA_KEYS <= record.keys():
-        return AVQA
-    return None
+    """The name of the first registered format that ``record`` looks like, None when none."""
+    return next((f.name for f in _FORMATS.values() if f.detect(record)), None)
 
 
 def _failing_record(text: str) -> int | None:
@@ -343,8 +404,8 @@ def _read_json(path: Path) -> Any:
 
 
 def find_annotation_files(folder: str | os.PathLike) -> list[Path]:
-    """The ``*.json`` files under ``folder`` (recursive, sorted) that are lists of MUSIC-AVQA or
-    AVQA records, judged by the keys of their first record.  Other JSON (label lists,
+    """The ``*.json`` files under ``folder`` (recursive, sorted) that are lists of records of a
+    registered format (MUSIC-AVQA, AVQA, ...), judged by their first record.  Other JSON (label lists,
     vocabularies, unreadable files) is skipped; unreadable files are logged."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -370,7 +431,7 @@ def _expand_paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> lis
         if p.is_dir():
             inside = find_annotation_files(p)
             if not inside:
-                raise AnnotationError(f"{p}: no MUSIC-AVQA or AVQA annotation files in this folder")
+                raise AnnotationError(f"{p}: no {_format_titles()} annotation files in this folder")
             files.extend(inside)
         elif p.is_file():
             files.append(p)
@@ -401,8 +462,8 @@ def split_from_name(path: str | os.PathLike) -> str:
 
 
 @dataclass
-class _Parsed:
-    """A record before its labels are indexed."""
+class ParsedRecord:
+    """A record before its labels are indexed (what :meth:`DatasetFormat.parse` returns)."""
 
     question_id: int
     derived_id: bool
@@ -469,7 +530,41 @@ def _video_id(value: Any, where: str, name: str) -> str:
         raise _bad(where, name, str(exc)) from None
 
 
-def _parse_music(rec: dict, where: str) -> _Parsed:
+@register_format
+class MusicAvqaFormat(DatasetFormat):
+    """MUSIC-AVQA: template questions, a fixed answer list of 42, 9 types in 3 groups."""
+
+    name, title, keys = MUSIC_AVQA, "MUSIC-AVQA", frozenset({"question_content", "anser"})
+    type_field, answer_field = "type", "anser"
+
+    def parse(self, record: dict, where: str) -> ParsedRecord:
+        return _parse_music(record, where)
+
+    def vocabulary(self, answers: Iterable[str] | None = None) -> Vocabulary:
+        if answers is not None:
+            raise AnnotationError("the MUSIC-AVQA answer vocabulary is fixed; do not pass answers")
+        return music_avqa_vocabulary()
+
+
+@register_format
+class AvqaFormat(DatasetFormat):
+    """AVQA: free-text questions with options; answers = the sorted set seen, 8 types."""
+
+    name, title, keys = AVQA, "AVQA", frozenset({"question_text", "question_type"})
+    type_field, answer_field = "question_type", "answer"
+
+    def parse(self, record: dict, where: str) -> ParsedRecord:
+        return _parse_avqa(record, where)
+
+    def vocabulary(self, answers: Iterable[str] | None = None) -> Vocabulary:
+        return avqa_vocabulary(answers or ())
+
+    def vocabulary_of(self, records: Sequence[ParsedRecord]) -> Vocabulary:
+        return self.vocabulary([a for p in records for a in ((p.answer,) if p.answer else ())
+                                + p.options])
+
+
+def _parse_music(rec: dict, where: str) -> ParsedRecord:
     video_id = _video_id(_field(rec, "video_id", where), where, "video_id")
     type_parts = _str_list(rec, "type", where)
     if len(type_parts) != 2:
@@ -491,11 +586,11 @@ def _parse_music(rec: dict, where: str) -> _Parsed:
     if derived:
         qid = derive_question_id(video_id, content, values, "" if raw_answer is None else raw_answer)
     answer = None if raw_answer is None or not raw_answer.strip() else normalize_answer(raw_answer)
-    return _Parsed(qid, derived, video_id, text, "/".join(type_parts), answer, None, (), content,
+    return ParsedRecord(qid, derived, video_id, text, "/".join(type_parts), answer, None, (), content,
                    bool(deleted), where)
 
 
-def _parse_avqa(rec: dict, where: str) -> _Parsed:
+def _parse_avqa(rec: dict, where: str) -> ParsedRecord:
     qid = _int_id(rec, "id", where)
     name = _video_id(_field(rec, "video_name", where), where, "video_name")
     video_id = _video_id(os.path.splitext(name)[0], where, "video_name")
@@ -523,14 +618,14 @@ def _parse_avqa(rec: dict, where: str) -> _Parsed:
         answer = normalize_answer(raw) or None
     elif raw is not None:
         raise _bad(where, "answer", f"expected a string or an option index, got {raw!r}")
-    return _Parsed(qid, False, video_id, " ".join(question.split()), type_name, answer,
+    return ParsedRecord(qid, False, video_id, " ".join(question.split()), type_name, answer,
                    option_index, options, question, False, where)
 
 
 # ---- loading ---------------------------------------------------------------------------------
 
 
-def _parse_file(path: Path, dataset: str | None) -> tuple[str | None, list[_Parsed]]:
+def _parse_file(path: Path, dataset: str | None) -> tuple[str | None, list[ParsedRecord]]:
     data = _read_json(path)
     if not isinstance(data, list):
         raise AnnotationError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
@@ -539,11 +634,13 @@ def _parse_file(path: Path, dataset: str | None) -> tuple[str | None, list[_Pars
     fmt = detect_format(data[0])
     if fmt is None:
         keys = sorted(data[0]) if isinstance(data[0], dict) else type(data[0]).__name__
-        raise AnnotationError(f"{path}: record 0: neither MUSIC-AVQA (question_content, anser) "
-                              f"nor AVQA (question_text, question_type) keys: {keys}")
+        known = "; ".join(f"{f.title or f.name} ({', '.join(sorted(f.keys))})"
+                          for f in _FORMATS.values())
+        raise AnnotationError(f"{path}: record 0: not a record of a registered format [{known}]; "
+                              f"keys: {keys}")
     if dataset is not None and fmt != dataset:
         raise AnnotationError(f"{path}: holds {fmt} records but dataset={dataset!r} was asked for")
-    parse = _parse_music if fmt == MUSIC_AVQA else _parse_avqa
+    parse = _FORMATS[fmt].parse
     out = []
     for i, rec in enumerate(data):
         where = f"{path}: record {i}"
@@ -553,8 +650,9 @@ def _parse_file(path: Path, dataset: str | None) -> tuple[str | None, list[_Pars
     return fmt, out
 
 
-def _resolve_duplicates(parsed: list[tuple[Path, _Parsed]], policy: str) -> list[tuple[Path, _Parsed]]:
-    first: dict[int, tuple[Path, _Parsed]] = {}
+def _resolve_duplicates(parsed: list[tuple[Path, ParsedRecord]],
+                        policy: str) -> list[tuple[Path, ParsedRecord]]:
+    first: dict[int, tuple[Path, ParsedRecord]] = {}
     drop: set[int] = set()
     for path, p in parsed:
         if p.question_id not in first:
@@ -609,7 +707,7 @@ def load_annotations(
         if want is not None and vocab_ds != want:
             raise AnnotationError(f"vocabulary is for {vocab_ds} but dataset={dataset!r}")
         want = vocab_ds
-    parsed: list[tuple[Path, _Parsed]] = []
+    parsed: list[tuple[Path, ParsedRecord]] = []
     splits: dict[Path, str] = {}
     fmt_of: dict[Path, str] = {}
     for path in _expand_paths(paths):
@@ -635,17 +733,12 @@ def load_annotations(
     parsed = _resolve_duplicates(parsed, duplicates)
 
     if vocabulary is None:
-        if ds == AVQA:
-            seen = [a for _, p in parsed for a in ((p.answer,) if p.answer else ()) + p.options]
-            vocabulary = avqa_vocabulary(seen)
-        else:
-            vocabulary = music_avqa_vocabulary()
+        vocabulary = _FORMATS[ds].vocabulary_of([p for _, p in parsed])
     return [_index(p, splits[path], ds, vocabulary, keep_unknown) for path, p in parsed], vocabulary
 
 
-def _index(p: _Parsed, split: str, dataset: str, vocab: Vocabulary, keep_unknown: bool) -> QARecord:
-    type_field = "type" if dataset == MUSIC_AVQA else "question_type"
-    answer_field = "anser" if dataset == MUSIC_AVQA else "answer"
+def _index(p: ParsedRecord, split: str, dataset: str, vocab: Vocabulary, keep_unknown: bool) -> QARecord:
+    type_field, answer_field = _FORMATS[dataset].type_field, _FORMATS[dataset].answer_field
     try:
         type_index = vocab.type_index(p.type_name)
     except UnknownLabelError as exc:

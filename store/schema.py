@@ -26,7 +26,7 @@ the optional ones exist exactly when ``patches > 0`` (``visual_patches``) or ``n
 Datasets of a shard (N videos, M questions; ``T`` segments; ``L`` text tokens; ``K`` options)::
 
     videos/id              str      [N]          video id = file stem; plain name, unique in a store
-    videos/audio           float16  [N, T, A]    VGGish embeddings, A = audio_dim (128)
+    videos/audio           float16  [N, T, A]    audio embeddings, A = audio_dim (the encoder's width)
     videos/audio_present   bool     [N]          False when the file has no audio stream
     videos/visual          float16  [N, T, Dv]   CLIP frame embeddings
     videos/visual_patches  float16  [N, T, P, Dv] only when patches = P > 0
@@ -99,8 +99,6 @@ SHARD_RE = re.compile(r"^part-(\d{5})\.h5$")
 SHARD_TMP_RE = re.compile(r"^\.part-(\d{5})\.h5\.tmp$")
 VIDEO_ID_RE = re.compile(r"^[^/\\\x00]+$")
 
-AUDIO_DIM = 128
-
 
 @dataclass(frozen=True)
 class Field:
@@ -157,7 +155,7 @@ STORE_ATTRS: dict[str, str] = {
     "schema_version": "int: SCHEMA_VERSION of the writer",
     "T": "int: segments per video",
     "fps": "float: segments per second",
-    "audio_dim": "int: audio embedding size (128 for VGGish)",
+    "audio_dim": "int: audio embedding size, the audio encoder's width (128 for VGGish)",
     "visual_dim": "int: CLIP image embedding size",
     "text_dim": "int: CLIP text embedding size",
     "text_len": "int: token positions stored per question",

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from extract.encoders import ClipEncoder, VGGishEncoder
+from extract.encoders import ClipEncoder
+from extract.vggish import VGGishEncoder
 from extract.weights import (ResolvedWeights, WeightsError, resolve_clip_weights,
                              resolve_vggish_pca, resolve_vggish_weights, save_weights,
                              sha256_file)

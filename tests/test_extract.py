@@ -124,7 +124,7 @@ def test_questions_written_for_stored_videos_only(data):
 def test_weight_files_give_the_features_of_the_seeded_random_weights(data, tmp_path):
     enc = get_encoders(data.cfg)
     clip_file = save_weights(enc.clip.model, tmp_path / "clip.safetensors")
-    vgg_file = save_weights(enc.vggish.model, tmp_path / "vggish.pt")
+    vgg_file = save_weights(enc.audio.model, tmp_path / "vggish.pt")
     sub = tmp_path / "videos"
     sub.mkdir()
     for name in ("a.mp4", "c.mp4"):

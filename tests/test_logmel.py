@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from extract import logmel
-from extract.decode import audio_patches, audio_patches_reference
+from extract.logmel import audio_patches, audio_patches_reference
 
 #: the fast path may differ from the reference only by float rounding (a different BLAS
 #: summation order); measured: bit-identical on the 2-core CPU machine
@@ -54,7 +54,7 @@ def test_vectorised_patches_equal_the_per_second_reference(centres):
 
 def test_decode_path_does_not_import_torch():
     """Decode workers stay light: decoding (video + audio patches) never imports torch."""
-    code = ("import sys, numpy as np; from extract.decode import audio_patches; "
+    code = ("import sys, numpy as np; import extract.decode; from extract.logmel import audio_patches; "
             "audio_patches(np.zeros(20000, np.float32), np.array([0.5])); "
             "import extract.decode_worker; "
             "assert 'torch' not in sys.modules, 'torch imported'")

@@ -1,0 +1,101 @@
+"""VGGish (torchvggish), the first entry of the audio-encoder registry (:mod:`extract.audio`):
+128-d per 96x64 log-mel patch (front end :class:`extract.logmel.LogMelFrontEnd`), optionally
+PCA-whitened and quantised like the AudioSet release (``vggish_postprocess``).
+
+Light at import (the registry and the decode workers import it): torch and torchvggish load when
+an encoder is built.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from common.device import Autocast, resolve_device
+
+from .logmel import NUM_BANDS, NUM_FRAMES, LogMelFrontEnd
+from .weights import (ResolvedWeights, WeightsError, load_state_dict_file, resolve_vggish_pca,
+                      resolve_vggish_weights)
+
+WIDTH = 128
+FRONT_END = LogMelFrontEnd()
+
+
+class VGGishEncoder:
+    """torchvggish's VGG network (release state_dict layout) on log-mel patches."""
+
+    def __init__(self, weights: ResolvedWeights, device: str = "cpu", precision: str = "auto",
+                 postprocess: bool = False, pca: ResolvedWeights | None = None):
+        import torch
+        from torchvggish.torchvggish import VGG, make_layers
+
+        self.weights = weights
+        if weights.kind == "random":
+            torch.manual_seed(int(weights.seed))
+        model = VGG(make_layers(), postprocess=False)
+        if weights.kind != "random":
+            sd = load_state_dict_file(weights.path)
+            try:
+                model.load_state_dict(sd, strict=True)
+            except RuntimeError as exc:
+                raise WeightsError(f"{weights.path}: not VGGish weights: {str(exc)[:400]}") from None
+        self.device = resolve_device(device)
+        self.model = model.eval().requires_grad_(False).to(self.device)
+        self.autocast = Autocast.for_precision(self.device, precision)
+        self.postprocess = bool(postprocess)
+        self.pca = pca
+        if self.postprocess:
+            if pca is None:
+                raise WeightsError("VGGish postprocess needs PCA parameters (--vggish-pca)")
+            params = load_state_dict_file(pca.path)
+            try:
+                self.pca_matrix = torch.as_tensor(params["pca_eigen_vectors"]).float().to(self.device)
+                self.pca_means = torch.as_tensor(params["pca_means"]).float().reshape(1, -1).to(self.device)
+            except KeyError as exc:
+                raise WeightsError(f"{pca.path}: missing {exc} (expected the torchvggish PCA file "
+                                   "with pca_eigen_vectors and pca_means)") from None
+
+    def encode(self, patches: Any) -> np.ndarray:
+        """[N, 96, 64] log-mel -> [N, 128] float32."""
+        import torch
+
+        x = torch.as_tensor(patches, dtype=torch.float32)
+        if x.ndim != 3 or tuple(x.shape[1:]) != (NUM_FRAMES, NUM_BANDS):
+            raise ValueError(f"audio patches must be [N, 96, 64], got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            return np.zeros((0, WIDTH), np.float32)
+        x = x.to(self.device, non_blocking=True)[:, None]
+        with torch.no_grad():
+            with self.autocast():
+                emb = self.model(x)
+            emb = emb.float()
+            if self.postprocess:  # AudioSet release: PCA-whiten, clip to [-2, 2], quantise to 0..255
+                emb = (emb - self.pca_means) @ self.pca_matrix.T
+                emb = torch.round((emb.clamp(-2.0, 2.0) + 2.0) * (255.0 / 4.0))
+        return emb.cpu().numpy()
+
+    def identity(self) -> dict:
+        """``attrs['encoders']['audio']`` after the name: weights, postprocess (and PCA file)."""
+        out: dict = {"weights": self.weights.identity, "postprocess": self.postprocess}
+        if self.postprocess and self.pca is not None:
+            out["pca"] = self.pca.identity
+        return out
+
+
+def weight_resolvers(cfg: Any) -> dict[str, Callable[[], ResolvedWeights]]:
+    """``--vggish-weights`` and, with ``--vggish-postprocess``, ``--vggish-pca``."""
+    found = {"weights": lambda: resolve_vggish_weights(cfg.vggish_weights, cfg.seed)}
+    if cfg.vggish_postprocess:
+        found["pca"] = lambda: resolve_vggish_pca(cfg.vggish_pca)
+    return found
+
+
+def build(cfg: Any, weights: Mapping[str, ResolvedWeights]) -> VGGishEncoder:
+    return VGGishEncoder(weights["weights"], device=cfg.device, precision=cfg.precision,
+                         postprocess=cfg.vggish_postprocess, pca=weights.get("pca"))
+
+
+def settings(cfg: Any) -> tuple:
+    """The config values that change the built encoder."""
+    return (cfg.vggish_weights, bool(cfg.vggish_postprocess),
+            cfg.vggish_pca if cfg.vggish_postprocess else "")
