@@ -1,37 +1,7 @@
-"""Stage one: videos + annotations -> sharded feature store.  :func:`extract` is the entry point.
-
-How a run goes
---------------
-1. Take the store's lock (:class:`store.StoreLock`) for the whole run; delete temp files of
-   crashed writers; re-index the complete shards (a crash may have left the entry file stale).
-2. Load the annotations (``--annotations``, or the annotation files found under ``--videos``)
-   and work out what to extract.  Resume: videos already in the store whose source size and
-   mtime are unchanged are skipped; changed ones are extracted again.  Videos in the store that
-   are no longer among the inputs are left alone.
-3. Start decoding (step 4's workers) *before* building the encoders, so that decoding runs while
-   torch, the weights and CUDA load.  Then build the encoders once (CLIP + VGGish, see
-   :mod:`extract.encoders`) and work out the store attributes; an existing store must agree with
-   them (the error names the field; the decoders are stopped and nothing is changed).  Only then
-   are changed videos dropped from the store (:func:`store.drop_videos`).
-4. Videos: decode worker processes (``workers``: by default one per usable core, each
-   single-threaded, spawn-safe and light, see :mod:`extract.decode_worker`) decode ahead, in
-   input order; the main
-   process gathers decoded videos until ``batch_size`` frames are waiting and encodes them in one
-   batch *across videos*; encoded videos are written ``shard_size`` per shard by a background
-   writer thread (each shard one :class:`store.ShardWriter`; a crash loses at most the open
-   shard).  A video that cannot be decoded is recorded in the shard's failure list (path + error)
-   and the run goes on.  With ``scheduler``/``dask_workers`` this step (and 5) runs as dask tasks
-   instead, see :mod:`extract.distributed`.
-5. Questions whose video is in the store and whose id is not yet there are encoded in batches
-   (sentence, tokens + mask, options) and written to question shards.  Questions whose video is
-   neither in the store nor extracted now (missing or failed) are *not* written: they are counted
-   and reported as ``questions_without_video``, and a later run picks them up once the video is
-   there.
-6. Re-index and return an :class:`ExtractSummary`; :func:`print_summary` shows it.
-
-``questions_only`` skips 3-4: questions are added to an existing store without decoding anything,
-using the store's answer vocabulary.
-"""
+"""Stage one: videos + annotations -> sharded feature store.  :func:`extract` is the entry point:
+prepare the store under its lock, plan (resume: what is already there), start decoding, build
+the encoders, then write failures, videos and questions into shards.  How a run goes, step by
+step: docs/EXTRACTION.md."""
 from __future__ import annotations
 
 import logging

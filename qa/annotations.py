@@ -1,75 +1,11 @@
 """Question-answer annotations of MUSIC-AVQA (original, corrected ``json_update``, v2.0) and AVQA.
 
 :func:`load_annotations` reads annotation files into :class:`QARecord` objects plus the
-:class:`Vocabulary` (answers, question types, type groups) their indices refer to.  Every
-problem is an :class:`AnnotationError` naming the file, the record index and the field.
-
-Formats (told apart by the keys of the records, see :func:`detect_format`)
------------------------------------------------------------------------
-Each format is one registered :class:`DatasetFormat` (detect, parse, vocabulary); how to add
-one: docs/EXTENDING.md.  The built-in ones:
-
-MUSIC-AVQA
-    ``video_id`` (str), ``question_id`` (int), ``type`` (a *string* holding a JSON list such as
-    ``"[\\"Audio\\", \\"Counting\\"]"``; a plain list is accepted too), ``question_content``
-    (template), ``templ_values`` (string holding a JSON list, or a list as in some v2.0
-    records), ``anser`` (sic; the answer), ``question_deleted`` (0/1, may be absent).  Extra keys
-    (``label``, ``person``, ``unmatch_audio``, ...) are ignored.  The type name is
-    ``"Group/Type"``, e.g. ``"Audio/Counting"``.
-AVQA
-    ``id`` (int), ``video_name`` (``"<youtube id>_trimmed.mp4"``), ``question_text``,
-    ``question_type`` (one of the 8 types), ``answer`` and, in multiple-choice files,
-    ``multi_choice`` (the options).  ``video_id`` (an integer row number of the AVQA release),
-    ``question_relation`` and ``label`` are ignored.  The record's video id is the *stem* of
-    ``video_name`` (``"5DwlGkFX_GQ_trimmed"``), because store video ids are file stems.
-
-Decisions (all checked against the files in ``shared/data``)
--------------------------------------------------------------
-* **Question text** (:func:`fill_question`): the rule of the published code (AVST
-  ``dataloader_avst.py``, TSPM ``feat_script``): ``question_content.rstrip().split(' ')``, drop
-  the final character of the last token, replace each token containing ``'<'`` by the next
-  template value.  So a trailing space (``"...instrument? "``, 589 of the 9,129 test records) is
-  removed before splitting and the ``'?'`` is still dropped.  We drop the last character only when
-  it is ``'?'`` or ``'？'`` (every record in the released files ends in one of them, so this equals
-  the published result) and we raise on a placeholder/value count mismatch where the published
-  code would crash or silently ignore extra values.  The filled text has no question mark, as
-  the published CLIP question features were computed on it.  AVQA questions are not templates:
-  their text is ``question_text`` with runs of white space collapsed, question mark kept.
-* **Answers** are normalised by :func:`normalize_answer` (white space collapsed, lower case):
-  AVQA writes the same answer as ``"Fishing"``/``"fishing"`` or ``"darts "``/``"Darts"``
-  (163 answers or options occur in several such spellings).  MUSIC-AVQA answers are
-  unchanged.  ``QARecord.answer`` holds the normalised answer; predictions are normalised the
-  same way when scored.
-* **MUSIC-AVQA answer vocabulary**: the 42 answers in the published index order (package data
-  ``qa/vocab/music_avqa.json``).  An answer outside it is an error unless ``keep_unknown``.
-* **AVQA answer vocabulary**: there is no published closed list, so it is the *sorted* set of the
-  normalised answers *and* multiple-choice options of all files loaded together (load every split
-  in one call so that train, val and test share one vocabulary, or pass ``vocabulary=``).  Options
-  are included so a classifier over the vocabulary can be restricted to a question's options.
-* **AVQA answer index**: for a record with ``multi_choice`` the answer index is the *option index*
-  0..K-1 (the official format stores it so; the AVQACL re-split stores the answer text, which is
-  looked up among the options, first match); a multiple-choice answer that is not among its
-  options is an unknown answer.  Records without options (the AVQACL ``*_qa_all`` files) index
-  ``vocab.answers``.
-* **AVQA groups**: none.  ``question_relation`` would be the only candidate and is ``"Both"`` on
-  all but one of the 20,360 records here, so the scorer reports the 8 types and overall only.
-* **Missing question ids** (MUSIC-AVQA v2.0: 1,724 of 10,819 records): derived, stable across
-  runs and machines, by :func:`derive_question_id`: ``10**9 + int(sha1(f"{video_id}|{content}|
-  {json.dumps(values)}|{anser}").hexdigest()[:7], 16)`` where ``content`` is ``question_content``
-  as written and ``values`` the parsed ``templ_values`` list.  This lies above every real id
-  (< 50,000) and below 2**31.  A derived id that equals any other id loaded is an error, never
-  silently dropped.
-* **Duplicate question ids** across files are an error naming both files (loading a folder that
-  holds two copies of a split trips it).  Inside one file they are an error too, unless
-  ``duplicates="drop"``: the AVQACL partial train files hold 81 ids twice, each pair with
-  *contradicting* answers; ``"drop"`` removes every record of such an id and logs how many.
-* **question_deleted**: 0 in every record of the released files (absent in some v2.0 records,
-  read as 0).  Records with 1 were removed by the dataset authors; they are skipped (and counted
-  in a log message) unless ``include_deleted=True``.
-* **Unanswered questions** (``anser``/``answer`` absent or null, as in test sets without
-  answers): ``answer=""``, ``answer_index=-1``.
-* **Split**: from the file name (a word ``train``, ``val``/``valid``/``validation`` or ``test``
-  between separators, e.g. ``avqa-test.json``, ``val_qa_all.json``) unless ``split=`` is given.
+:class:`Vocabulary` (answers, question types, type groups) their indices refer to; every problem
+is an :class:`AnnotationError` naming the file, the record index and the field.  Formats are
+registered :class:`DatasetFormat` classes.  The fields of each format and every decision taken
+on the released files (question text, answer normalisation, vocabularies, derived ids,
+duplicates, splits): docs/DATASETS.md.
 """
 from __future__ import annotations
 
