@@ -28,12 +28,12 @@ from common.config import build, to_dict
 from store.index import read_shard_summary
 from store.layout import complete_shards
 
-from .config import ExtractConfig, encoder_batch_size
+from .config import ExtractConfig
 from .decode import DecodeSpec
 from .discover import VideoFile
 from .encoders import get_encoders
 from .ahead import decode_window, iter_decoded
-from .encode import encode_questions, encode_videos
+from .encode import encode_questions, encode_stream
 from .errors import ExtractError
 from .shards import ChunkResult, utf8, write_shard
 
@@ -75,18 +75,13 @@ def process_video_chunk(chunk: Sequence[VideoFile], cfg_dict: dict, attrs: dict,
     enc = get_encoders(cfg)
     spec = DecodeSpec.from_config(cfg, enc.clip.image_size)
     threads = cfg.workers if cfg.workers >= 0 else DASK_DECODE_THREADS
-    batch = encoder_batch_size(cfg, enc.clip.device.type)
     window = decode_window(cfg, threads, enc.clip.device.type)
-    encoded, waiting, failures = [], [], []
-    for v, res in iter_decoded(chunk, spec, threads, window, threads=True):
+    encoded, failures = [], []
+    for v, res in encode_stream(iter_decoded(chunk, spec, threads, window, threads=True), enc, cfg):
         if isinstance(res, str):
             failures.append((v.path, res))
-            continue
-        waiting.append((v, res))
-        if sum(len(d.frames) for _, d in waiting) >= batch:
-            encoded += encode_videos(waiting, enc, cfg)
-            waiting = []
-    encoded += encode_videos(waiting, enc, cfg)
+        else:
+            encoded.append(res)
     return write_shard(entry, attrs, encoded, failures)
 
 
@@ -104,7 +99,8 @@ def process_question_chunk(records: Sequence[Any], cfg_dict: dict, attrs: dict,
 
 
 class DaskRunner:
-    """A dask client (to ``cfg.scheduler`` or a new LocalCluster) that runs the chunks."""
+    """A dask client (to ``cfg.scheduler`` or a new LocalCluster) that runs the chunks; the same
+    interface as :class:`extract.pipeline.LocalRunner`."""
 
     def __init__(self, cfg: ExtractConfig):
         # dask's INFO lines (every worker start and stop) drown the progress; warnings stay.
@@ -149,12 +145,18 @@ class DaskRunner:
                 fut.cancel()
 
     def run_videos(self, todo: Sequence[VideoFile], attrs: dict, entry: Path,
-                   on_result: Callable[[ChunkResult], None]) -> None:
+                   on_result: Callable[[ChunkResult], None],
+                   on_video: Callable[[bool], None] = lambda failed: None) -> None:
+        """One task per shard of videos; ``on_video(failed)`` once per video as chunks finish."""
+        def on_chunk(r: ChunkResult) -> None:
+            on_result(r)
+            for failed in [False] * r.videos + [True] * len(r.failures):
+                on_video(failed)
 
         n = self.cfg.shard_size
         chunks = [list(todo[i:i + n]) for i in range(0, len(todo), n)]
         before = [p.name for p in complete_shards(entry)]
-        self._run(process_video_chunk, chunks, attrs, entry, on_result, before)
+        self._run(process_video_chunk, chunks, attrs, entry, on_chunk, before)
 
     def run_questions(self, records: Sequence[Any], attrs: dict, entry: Path,
                       on_result: Callable[[ChunkResult], None]) -> None:

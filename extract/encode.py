@@ -4,7 +4,7 @@ these alike)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -117,6 +117,24 @@ def encode_videos(decoded: Sequence[tuple[VideoFile, DecodedVideo]], enc: Encode
                                 d.audio_present, d.n_segments, d.duration))
         at += n
     return out
+
+
+def encode_stream(decoded: Iterable[tuple[VideoFile, DecodedVideo | str]], enc: Encoders,
+                  cfg: ExtractConfig) -> Iterator[tuple[VideoFile, EncodedVideo | str]]:
+    """The encode stage: decoded videos (or their error messages) in, encoded videos (or the
+    messages, passed on at once) out, encoded in batches of about ``batch_size`` frames across
+    videos.  The in-process runner and the dask task both run it."""
+    batch = encoder_batch_size(cfg, enc.clip.device.type)
+    waiting: list[tuple[VideoFile, DecodedVideo]] = []
+    for v, res in decoded:
+        if isinstance(res, str):
+            yield v, res
+            continue
+        waiting.append((v, res))
+        if sum(len(d.frames) for _, d in waiting) >= batch:
+            yield from ((ev.video, ev) for ev in encode_videos(waiting, enc, cfg))
+            waiting = []
+    yield from ((ev.video, ev) for ev in encode_videos(waiting, enc, cfg))
 
 
 def extract_video_reference(video: VideoFile, cfg: ExtractConfig, enc: Encoders) -> EncodedVideo:

@@ -19,10 +19,10 @@ from store.layout import complete_shards, temp_files
 from store.lock import describe
 
 from .ahead import DecodeAhead, clip_input_size, decode_window, resolve_workers, startup_window
-from .config import ExtractConfig, encoder_batch_size
-from .decode import DecodedVideo, DecodeSpec
+from .config import ExtractConfig
+from .decode import DecodeSpec
 from .discover import VIDEO_EXTENSIONS, VideoFile, discover_videos
-from .encode import (EncodedVideo, encode_questions, encode_videos, options_count, random_weight_names,
+from .encode import (EncodedVideo, encode_questions, encode_stream, options_count, random_weight_names,
                      store_attrs)
 from .errors import ExtractError
 from .shards import ChunkResult, ShardQueue, utf8, write_shard
@@ -64,62 +64,59 @@ class ExtractSummary:
 FIRST_SHARD_VIDEOS = 8
 
 
-def run_videos_local(todo: Sequence[VideoFile], cfg: ExtractConfig, enc: Encoders, attrs: dict,
-                     entry: Path, on_result: Callable[[ChunkResult], None],
-                     on_video: Callable[[VideoFile, str | None], None] = lambda v, e: None,
-                     decoder: DecodeAhead | None = None) -> None:
-    """Decode ahead in worker processes, encode batches across videos, write shards.
-    ``decoder``: a :class:`DecodeAhead` over ``todo`` already started (else one is made)."""
-    if decoder is None:
-        spec = DecodeSpec.from_config(cfg, enc.clip.image_size)
-        workers = resolve_workers(cfg.workers)
-        decoder = DecodeAhead(todo, spec, workers, decode_window(cfg, workers))
-    batch = encoder_batch_size(cfg, enc.clip.device.type)
-    writer = ShardQueue(entry, attrs, on_result)
-    waiting: list[tuple[VideoFile, DecodedVideo]] = []
-    done: list[EncodedVideo] = []
-    failures: list[tuple[str, str]] = []
+class LocalRunner:
+    """Runs the stages in this process: decoding ahead in worker processes, the encode stage
+    (:func:`extract.encode.encode_stream`) on this process's encoders, shards written by a
+    background thread.  :class:`extract.distributed.DaskRunner` has the same interface."""
 
-    def encode_waiting() -> None:
-        nonlocal waiting
-        for ev in encode_videos(waiting, enc, cfg):
-            done.append(ev)
-            on_video(ev.video, None)
-        waiting = []
+    def __init__(self, cfg: ExtractConfig, enc: Encoders, decoder: DecodeAhead | None = None):
+        self.cfg, self.enc = cfg, enc
+        self.decoder = decoder   # already started over the videos of run_videos (else one is made)
 
-    def flush(final: bool = False) -> None:
-        nonlocal done, failures
-        while len(done) >= shard_limit[0] or (final and (done or failures)):
-            batch, done = done[:shard_limit[0]], done[shard_limit[0]:]
-            writer.submit(batch, failures)
-            failures, shard_limit[0] = [], cfg.shard_size
+    def describe(self) -> str:
+        return "in-process"
 
-    # the run's first shard is small, so that progress shows on disk (store info) early
-    shard_limit = [min(cfg.shard_size, FIRST_SHARD_VIDEOS)]
+    def run_videos(self, todo: Sequence[VideoFile], attrs: dict, entry: Path,
+                   on_result: Callable[[ChunkResult], None],
+                   on_video: Callable[[bool], None] = lambda failed: None) -> None:
+        """Shards of ``shard_size`` videos (the run's first one smaller, so that progress shows on
+        disk early) with the failures since the previous shard; ``on_video(failed)`` per video."""
+        decoder = self.decoder or self._decoder(todo)
+        writer = ShardQueue(entry, attrs, on_result)
+        done: list[EncodedVideo] = []
+        failures: list[tuple[str, str]] = []
+        limit = min(self.cfg.shard_size, FIRST_SHARD_VIDEOS)
+        try:
+            for v, res in encode_stream(decoder, self.enc, self.cfg):
+                if isinstance(res, str):
+                    failures.append((v.path, res))
+                else:
+                    done.append(res)
+                on_video(isinstance(res, str))
+                if len(done) >= limit:
+                    writer.submit(done[:limit], failures)
+                    done, failures, limit = done[limit:], [], self.cfg.shard_size
+            if done or failures:
+                writer.submit(done, failures)
+        finally:
+            decoder.close()
+            writer.close()
 
-    try:
-        for v, res in decoder:
-            if isinstance(res, str):
-                failures.append((v.path, res))
-                on_video(v, res)
-            else:
-                waiting.append((v, res))
-                if sum(len(d.frames) for _, d in waiting) >= batch:
-                    encode_waiting()
-                    flush()
-        encode_waiting()
-        flush(final=True)
-    finally:
-        decoder.close()
-        writer.close()
+    def _decoder(self, todo: Sequence[VideoFile]) -> DecodeAhead:
+        spec = DecodeSpec.from_config(self.cfg, self.enc.clip.image_size)
+        workers = resolve_workers(self.cfg.workers)
+        return DecodeAhead(todo, spec, workers, decode_window(self.cfg, workers))
 
+    def run_questions(self, records: Sequence[Any], attrs: dict, entry: Path,
+                      on_result: Callable[[ChunkResult], None]) -> None:
+        k = int(attrs["n_options"])
+        for lo in range(0, len(records), self.cfg.question_shard_size):
+            chunk = records[lo:lo + self.cfg.question_shard_size]
+            on_result(write_shard(entry, attrs, questions=encode_questions(chunk, self.enc, self.cfg, k)))
 
-def run_questions_local(records: Sequence[Any], cfg: ExtractConfig, enc: Encoders, attrs: dict,
-                        entry: Path, on_result: Callable[[ChunkResult], None]) -> None:
-    k = int(attrs["n_options"])
-    for lo in range(0, len(records), cfg.question_shard_size):
-        chunk = records[lo:lo + cfg.question_shard_size]
-        on_result(write_shard(entry, attrs, questions=encode_questions(chunk, enc, cfg, k)))
+    def close(self) -> None:
+        if self.decoder is not None:
+            self.decoder.close()
 
 
 # ---- the run ---------------------------------------------------------------------------------
@@ -441,7 +438,7 @@ def _write(cfg: ExtractConfig, entry: Path, plan: _Plan, enc: Any, attrs: dict,
         summary.questions_added += r.questions
         summary.failures.extend(r.failures)
 
-    runner = None
+    runner: Any = None
     try:
         if plan.rejected:
             on_result(write_shard(entry, attrs, failures=plan.rejected))
@@ -449,14 +446,18 @@ def _write(cfg: ExtractConfig, entry: Path, plan: _Plan, enc: Any, attrs: dict,
             from .distributed import DaskRunner  # imports torch (the encoders): only for dask runs
 
             runner = DaskRunner(cfg)
-            summary.runner = runner.describe()
+        else:
+            runner = LocalRunner(cfg, enc, decoder)
+        summary.runner = runner.describe()
         if plan.todo:
-            _write_videos(cfg, entry, plan.todo, enc, attrs, decoder, runner, bar, on_result)
+            bar.start(len(plan.todo), "extracting")
+            runner.run_videos(plan.todo, attrs, entry, on_result, on_video=bar.advance)
+            bar.stop()
             summary.phases["videos done"] = time.monotonic() - t0
         if complete_shards(entry):
             rebuild_index(entry)
         if plan.records:
-            _write_questions(cfg, entry, plan.records, enc, attrs, runner, summary, on_result)
+            _write_questions(entry, plan.records, attrs, runner, summary, on_result)
     finally:
         bar.stop()
         if decoder is not None:
@@ -465,27 +466,7 @@ def _write(cfg: ExtractConfig, entry: Path, plan: _Plan, enc: Any, attrs: dict,
             runner.close()
 
 
-def _write_videos(cfg: ExtractConfig, entry: Path, todo: list[VideoFile], enc: Any, attrs: dict,
-                  decoder: DecodeAhead | None, runner: Any, bar: "_Progress",
-                  on_result: Callable[[ChunkResult], None]) -> None:
-    bar.start(len(todo), "extracting")
-    if runner is None:
-        run_videos_local(todo, cfg, enc, attrs, entry, on_result,
-                         on_video=lambda v, e: bar.advance(e is not None), decoder=decoder)
-    else:
-        def on_chunk(r: ChunkResult) -> None:
-            on_result(r)
-            for _ in range(r.videos):
-                bar.advance(False)
-            for _ in r.failures:
-                bar.advance(True)
-
-        runner.run_videos(todo, attrs, entry, on_chunk)
-    bar.stop()
-
-
-def _write_questions(cfg: ExtractConfig, entry: Path, records: list, enc: Any, attrs: dict,
-                     runner: Any, summary: ExtractSummary,
+def _write_questions(entry: Path, records: list, attrs: dict, runner: Any, summary: ExtractSummary,
                      on_result: Callable[[ChunkResult], None]) -> None:
     """Questions whose video is in the store and that are not there yet."""
     in_store: set[str] = set()
@@ -506,10 +487,7 @@ def _write_questions(cfg: ExtractConfig, entry: Path, records: list, enc: Any, a
         log.warning("%d questions are about videos that are not in the store (missing or failed); "
                     "they were not written", summary.questions_without_video)
     if pending:
-        if runner is not None:
-            runner.run_questions(pending, attrs, entry, on_result)
-        else:
-            run_questions_local(pending, cfg, enc, attrs, entry, on_result)
+        runner.run_questions(pending, attrs, entry, on_result)
         rebuild_index(entry)
 
 
