@@ -20,6 +20,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from common.files import atomic_write
 from qa.annotations import QARecord, Vocabulary, normalize_answer
 
 
@@ -88,9 +89,7 @@ def write_predictions(path: str | os.PathLike,
         _check_answer(row["answer"], f"prediction row {i}")
         lines.append(json.dumps(dict(row), ensure_ascii=False))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, "".join(line + "\n" for line in lines))
     return path
 
 

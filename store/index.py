@@ -12,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from common.files import replacing
+
 from .attrs import incompatibility, read_attrs, store_attrs_of, write_attrs
 from .checksums import file_sha256, fingerprint
 from .errors import StoreError
 from .h5io import STR_DTYPE, memory_h5, open_h5, read_str
-from .layout import complete_shards, entry_of, fsync_dir
+from .layout import complete_shards, entry_of
 from .schema import SCHEMA_VERSION
 
 
@@ -201,25 +203,18 @@ _STR_INDEX = ("shard", "shard_sha256", "video_id")
 
 def _write_entry(entry: Path, attrs: dict, index: dict, fail_path: list, fail_error: list) -> None:
     """The entry file, written to a temp file and renamed into place."""
-    tmp = entry.parent / f".{entry.name}.{os.getpid()}.tmp"
-    try:
-        with memory_h5(tmp) as f:
-            write_attrs(f, store_attrs_of(attrs))
-            f.attrs["kind"] = "entry"
-            f.attrs["n_videos"] = len(index["video_id"])
-            f.attrs["n_questions"] = len(index["question_id"])
-            f.attrs["n_failures"] = len(fail_path)
-            g = f.create_group("index")
-            for key, values in index.items():
-                if key in _STR_INDEX:
-                    g.create_dataset(key, data=np.asarray(values, dtype=object), dtype=STR_DTYPE)
-                else:
-                    g.create_dataset(key, data=np.asarray(values, np.int64))
-            fg = f.create_group("failures")
-            fg.create_dataset("path", data=np.asarray(fail_path, dtype=object), dtype=STR_DTYPE)
-            fg.create_dataset("error", data=np.asarray(fail_error, dtype=object), dtype=STR_DTYPE)
-        os.replace(tmp, entry)
-        fsync_dir(entry.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with replacing(entry) as tmp, memory_h5(tmp) as f:
+        write_attrs(f, store_attrs_of(attrs))
+        f.attrs["kind"] = "entry"
+        f.attrs["n_videos"] = len(index["video_id"])
+        f.attrs["n_questions"] = len(index["question_id"])
+        f.attrs["n_failures"] = len(fail_path)
+        g = f.create_group("index")
+        for key, values in index.items():
+            if key in _STR_INDEX:
+                g.create_dataset(key, data=np.asarray(values, dtype=object), dtype=STR_DTYPE)
+            else:
+                g.create_dataset(key, data=np.asarray(values, np.int64))
+        fg = f.create_group("failures")
+        fg.create_dataset("path", data=np.asarray(fail_path, dtype=object), dtype=STR_DTYPE)
+        fg.create_dataset("error", data=np.asarray(fail_error, dtype=object), dtype=STR_DTYPE)

@@ -40,17 +40,3 @@ def temp_files(entry_path: str | os.PathLike) -> list[Path]:
         out += [e.parent / n for n in sorted(os.listdir(e.parent))
                 if n.startswith(prefix) and n.endswith(".tmp")]
     return out
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside ``path`` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

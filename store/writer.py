@@ -25,12 +25,14 @@ from typing import Any, Mapping, Sequence
 import h5py
 import numpy as np
 
+from common.files import fsync_dir
+
 from .attrs import incompatibility, normalize_attrs, write_attrs
 from .checksums import BlockCrc
 from .errors import StoreError
 from .h5io import chunk_rows, numpy_dtype, write_synced
 from .index import read_index
-from .layout import entry_of, fsync_dir, shards_dir_of
+from .layout import entry_of, shards_dir_of
 from .schema import (CHECK_BLOCK, SHARD_RE, SHARD_TMP_RE, Field, check_video_id, fields_for,
                      resolve_shape, shard_name, tmp_shard_name)
 

@@ -28,7 +28,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
-from store.layout import fsync_dir
+from common.files import fsync_dir
 
 from .data import dim_differences
 
