@@ -54,3 +54,30 @@ def test_output_to_a_file_shows_progress_lines_and_store_info_counts_the_first_s
     done = [ln for ln in text.splitlines() if ln.startswith("extracting: ")]
     assert len(done) >= 5 and f"{N_VIDEOS + 1}/{N_VIDEOS + 1} videos" in done[-1], text
     assert "\x1b[" not in text                    # no terminal escapes in a file
+
+
+def test_eta_is_the_mean_rate_since_the_first_video(monkeypatch):
+    """The ETA shown early on: from the mean rate since the first video (rich's recent-window
+    estimate swung by the burst of videos decoded while the encoders loaded).  The clock is
+    stepped by hand; the lines go to a file-like console, as under ``> log``."""
+    import io
+
+    from rich.console import Console
+
+    import extract.pipeline as pipeline
+
+    now = [100.0]
+    monkeypatch.setattr(pipeline.time, "monotonic", lambda: now[0])
+    out = io.StringIO()
+    bar = pipeline._Progress(True, Console(file=out, width=200))
+    bar.start(20)
+    for _ in range(11):          # a burst: 11 videos at once (decoded while the encoders loaded)
+        bar.advance()
+    for _ in range(5):           # then one every 2 s
+        now[0] += 2.0
+        bar.advance()
+    bar.stop()
+    lines = [ln for ln in out.getvalue().splitlines() if ln.startswith("extracting: 16/20")]
+    assert lines, out.getvalue()
+    # 15 videos in 10 s since the first: 1.50 videos/s, 4 left -> 2.7 s
+    assert "1.50 videos/s" in lines[-1] and "ETA 0:00:03" in lines[-1], lines[-1]
