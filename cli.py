@@ -223,6 +223,42 @@ def _with_config_options(func, cls_path: str, flags: dict[str, tuple[str, ...]])
 app.command("extract")(_with_config_options(extract_cmd, "extract.config.ExtractConfig", EXTRACT_FLAGS))
 
 
+@app.command("import-features")
+def import_features_cmd(
+    audio: str = typer.Option(None, "--audio", help="Folder of <video_id>.npy audio features "
+                              "(MUSIC-AVQA release: VGGish [60, 128] float32)."),
+    visual: str = typer.Option(None, "--visual", help="Folder of <video_id>.npy visual features "
+                               "([T, 512] float32, T varying per video)."),
+    annotations: str = typer.Option(None, "--annotations", help="Annotation file or folder "
+                                    "(MUSIC-AVQA / AVQA JSON); its questions are CLIP-encoded."),
+    out: str = typer.Option(None, "--out", help="Entry file of the new (or resumed) store."),
+    visual_name: str = typer.Option(None, "--visual-name", help="Visual feature kind: resnet18 "
+                                    "(default) or r2plus1d; recorded as imported:<name>."),
+    segments: int = typer.Option(None, "--segments", "-T", help="Segments per video (default 60; "
+                                 "longer features are truncated, shorter ones repeat their last row)."),
+    clip_model: str = typer.Option(None, "--clip-model", help="open_clip model of the question "
+                                   "text encoder (default ViT-B-32), as in `extract`."),
+    clip_weights: str = typer.Option(None, "--clip-weights", help="CLIP weights, as in `extract`: "
+                                     "'default', a tag, a local file, 'random' or 'random:<seed>'."),
+    seed: int = typer.Option(None, "--seed", help="Seed for 'random' weights (default 0)."),
+    text_len: int = typer.Option(None, "--text-len", help="Token positions stored per question (default 32)."),
+    shard_size: int = typer.Option(None, "--shard-size", help="Videos per shard (default 64)."),
+    device: str = typer.Option(None, "--device", help="Text encoder device: auto, cpu or cuda."),
+    strict: bool = typer.Option(False, "--strict", help="Exit with status 1 when any file failed."),
+    config: str = typer.Option(None, "--config", help="TOML/YAML/JSON file with ImportConfig "
+                               "fields; options given here override it."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Import the per-video .npy features the MUSIC-AVQA authors published into a feature store
+    that `train` and `eval` use as is. Bad files are recorded failures; re-running resumes."""
+    from extract.importer_cli import run_import
+
+    run_import(config, {"audio": audio, "visual": visual, "annotations": annotations, "out": out,
+                        "visual_name": visual_name, "T": segments, "clip_model": clip_model,
+                        "clip_weights": clip_weights, "seed": seed, "text_len": text_len,
+                        "shard_size": shard_size, "device": device}, strict=strict, quiet=quiet)
+
+
 @app.command("synth")
 def synth_cmd(
     out: str = typer.Option(..., "--out", help="Output folder (new, empty, or an earlier synth output): "
