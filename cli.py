@@ -282,11 +282,14 @@ def synth_cmd(
     questions_per_video: int = typer.Option(None, "--questions-per-video", help="Questions per video (default 5)."),
     workers: int = typer.Option(None, "--workers", help="Processes writing videos (default -1: one per "
                                 "usable CPU core; 0 = in this process)."),
+    qa_format: str = typer.Option(None, "--format", help="Question format: 'music-avqa' (default; 9 "
+                                  "types) or 'avqa' (multiple choice, 4 options, 6 of AVQA's 8 types)."),
     config: str = typer.Option(None, "--config", help="TOML/YAML/JSON file with SynthConfig fields; options given "
                                                       "here override it."),
 ) -> None:
     """Write the synthetic demo dataset: real H.264 + AAC mp4 scenes of 1-4 'instruments' with
-    MUSIC-AVQA-format questions whose answers are computed from the scenes."""
+    MUSIC-AVQA-format (or, with --format avqa, AVQA multiple-choice) questions whose answers are
+    computed from the scenes."""
     from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
@@ -297,7 +300,8 @@ def synth_cmd(
     overrides = {"n_videos": videos, "seed": seed, "min_seconds": min_seconds, "max_seconds": max_seconds,
                  "long_fraction": long_fraction, "no_audio_fraction": no_audio_fraction,
                  "sizes": list(size) if size else None, "fps": list(fps) if fps else None,
-                 "instruments": instruments, "questions_per_video": questions_per_video, "workers": workers}
+                 "instruments": instruments, "questions_per_video": questions_per_video, "workers": workers,
+                 "format": qa_format}
     try:
         cfg = resolve(SynthConfig, config, overrides)
     except ConfigError as exc:
@@ -551,6 +555,38 @@ def ablate_cmd(
     console.print(f"{result.trained} run(s) trained now, {result.skipped} already finished; "
                   + ", ".join(f"{k}: {v}" for k, v in result.files.items()), highlight=False,
                   soft_wrap=True)
+
+
+@app.command("ask")
+def ask_cmd(
+    video: str = typer.Argument(..., help="The video file (any format `extract` reads)."),
+    question: str = typer.Argument(None, help="The question, e.g. \"How many instruments are sounding?\"."),
+    more: list[str] = typer.Option(None, "--question", help="Another question about the same video "
+                                   "(repeatable; the video is decoded once)."),
+    run: str = typer.Option(None, "--run", help="Run directory (default: runs/latest)."),
+    out: str = typer.Option("runs", "--out", help="Folder holding 'latest', used when --run is not given."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, or a checkpoint folder."),
+    options: list[str] = typer.Option(None, "--options", help="Multiple-choice runs: the answer options "
+                                      "as \"a|b|c|d\"; once for all questions or once per question."),
+    top: int = typer.Option(5, "--top", help="Answers listed, most probable first."),
+    qtype: str = typer.Option(None, "--type", help="The question type, e.g. \"Audio-Visual/Temporal\" "
+                              "(one of the store's types); shown with the answer."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per question (answer, top, "
+                                 "curvature, audio_present, n_segments, seconds)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    clip_weights: str = typer.Option("", "--clip-weights", help="A CLIP weight file holding the "
+                                     "store's weights, if not where the store recorded them."),
+    vggish_weights: str = typer.Option("", "--vggish-weights", help="Likewise for VGGish."),
+) -> None:
+    """Answer questions about one video with a trained run: the video and questions are encoded
+    exactly as the run's store was (same encoders and weights, else refused)."""
+    from train.ask import AskSettings
+    from train.ask_cli import run_ask
+
+    settings = AskSettings(run=run, out=out, checkpoint=checkpoint, device=device, top=top,
+                           clip_weights=clip_weights, vggish_weights=vggish_weights)
+    run_ask(video, ([question] if question else []) + list(more or []), settings, options, qtype,
+            as_json)
 
 
 @app.command("score")
