@@ -284,6 +284,8 @@ def synth_cmd(
                                 "usable CPU core; 0 = in this process)."),
     qa_format: str = typer.Option(None, "--format", help="Question format: 'music-avqa' (default; 9 "
                                   "types) or 'avqa' (multiple choice, 4 options, 6 of AVQA's 8 types)."),
+    types: list[str] = typer.Option(None, "--type", help="Ask only this question type (repeatable; "
+                                    "default all the format has), e.g. --type Which --type When."),
     config: str = typer.Option(None, "--config", help="TOML/YAML/JSON file with SynthConfig fields; options given "
                                                       "here override it."),
 ) -> None:
@@ -301,7 +303,7 @@ def synth_cmd(
                  "long_fraction": long_fraction, "no_audio_fraction": no_audio_fraction,
                  "sizes": list(size) if size else None, "fps": list(fps) if fps else None,
                  "instruments": instruments, "questions_per_video": questions_per_video, "workers": workers,
-                 "format": qa_format}
+                 "format": qa_format, "types": list(types) if types else None}
     try:
         cfg = resolve(SynthConfig, config, overrides)
     except ConfigError as exc:

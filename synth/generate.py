@@ -84,6 +84,8 @@ class SynthConfig:
     #: annotation format of the questions (a key of QA_FORMATS): 'music-avqa' (9 types, open
     #: answers) or 'avqa' (multiple choice, 4 options, 6 of AVQA's 8 types)
     format: str = "music-avqa"
+    #: question types asked (names of the format's types; empty = all it generates)
+    types: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.n_videos < 1:
@@ -108,6 +110,10 @@ class SynthConfig:
             raise ValueError(f"workers must be >= -1 (-1 = one per usable core), got {self.workers}")
         if self.format not in QA_FORMATS:
             raise ValueError(f"format must be one of {sorted(QA_FORMATS)}, got {self.format!r}")
+        unknown = sorted(set(self.types) - set(QA_FORMATS[self.format].types))
+        if unknown:
+            raise ValueError(f"types: {unknown} are not types of format {self.format!r}: "
+                             f"{list(QA_FORMATS[self.format].types)}")
         self.size_tuples()
         palette(self.instruments)
 
@@ -204,13 +210,16 @@ class QAFormat:
     type_of: Callable[[dict], str]
     #: the type names it generates
     types: tuple[str, ...]
+    #: candidate -> its type name
+    type_of_candidate: Callable[[dict], str] = lambda c: type_name(c["type"])
 
 
 QA_FORMATS: dict[str, QAFormat] = {
     "music-avqa": QAFormat(scene_answers, lambda vid, qid, q, rng, row: record(vid, qid, q),
                            lambda r: type_name(json.loads(r["type"])),
                            tuple(type_name(t) for t in TYPES)),
-    "avqa": QAFormat(avqa_candidates, avqa_record, lambda r: r["question_type"], AVQA_TYPES),
+    "avqa": QAFormat(avqa_candidates, avqa_record, lambda r: r["question_type"], AVQA_TYPES,
+                     lambda c: c["type"][1]),
 }
 
 
@@ -230,7 +239,8 @@ def plan(config: SynthConfig) -> SynthPlan:
                            long=i in long_ids, has_audio=i not in mute_ids)
         scenes.append(scene)
     fmt = QA_FORMATS[config.format]
-    candidates = [fmt.candidates(s) for s in scenes]
+    keep = set(config.types or fmt.types)
+    candidates = [[c for c in fmt.candidates(s) if fmt.type_of_candidate(c) in keep] for s in scenes]
     chosen = select_questions(candidates, config.questions_per_video,
                               int(np.random.default_rng(s_qa).integers(2**31)))
     sizes = _split_sizes(n, config.split_fractions)

@@ -25,6 +25,7 @@ from extract.importer import ImportConfig, folder_digest, import_features, list_
 from extract.pipeline import ExtractError  # noqa: E402
 from store import FeatureStore, StoreError, StoreLock, store_info, verify_store  # noqa: E402
 from train import evaluate, load_train_config, train  # noqa: E402
+from train.ask import Asker, AskError, AskSettings  # noqa: E402
 
 torch.set_num_threads(2)
 
@@ -164,6 +165,9 @@ def test_train_one_epoch_and_eval_run_unchanged(imported, tmp_path):
     run = train(tcfg).run_dir
     report = evaluate(run, split="test", plots=False)
     assert report["count"] == 6 and 0.0 <= report["overall"] <= 100.0
+    # a run on imported features has no visual encoder to answer about a new video
+    with pytest.raises(AskError, match="imported features.*imported:resnet18.*no visual encoder"):
+        Asker(AskSettings(run=str(run), device="cpu"))
 
 
 def test_cli_errors_are_one_line_and_not_exit_0(tmp_path):

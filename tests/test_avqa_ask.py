@@ -1,0 +1,121 @@
+"""AVQA (multiple choice) end to end, and ``ask``.
+
+One synthetic AVQA-format dataset (real mp4 files) goes through synth -> extract -> train ->
+eval; the test split's accuracy must beat chance (25 %, 4 options) by 20 points, reported by
+type.  Then ``ask`` answers every test question from its mp4 and must give ``eval``'s
+prediction; it refuses encoders whose weights differ from the store's."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from cli import app  # noqa: E402
+from extract.annotations import load_annotations  # noqa: E402
+from extract.config import ExtractConfig  # noqa: E402
+from extract.pipeline import extract  # noqa: E402
+from extract.synth import SynthConfig, synthesize  # noqa: E402
+from extract.synth_avqa import AVQA_TYPES  # noqa: E402
+from train import evaluate, load_train_config, read_predictions, train  # noqa: E402
+from train.ask import Asker, AskError, AskSettings  # noqa: E402
+
+torch.set_num_threads(2)
+
+SYNTH = dict(format="avqa", n_videos=120, seed=0, min_seconds=3.0, max_seconds=6.0,
+             long_fraction=0.0, no_audio_fraction=0.08, sizes=["96x54", "64x48"], fps=[8.0],
+             instruments=["violin", "cello", "piano", "flute"], questions_per_video=10, workers=2)
+EXTRACT = dict(T=4, clip_model="ViT-S-32", clip_weights="random:0", vggish_weights="random:0",
+               image_size=128, text_len=16, workers=1, device="cpu")
+TRAIN = dict(epochs=30, batch_size=64, lr=3e-3, patience=100, progress=False, num_threads=2,
+             model={"d_model": 64, "n_layers": 1})
+OFFICIAL_KEYS = ["id", "video_name", "video_id", "question_text", "multi_choice", "answer",
+                 "question_relation", "question_type"]
+
+
+@pytest.fixture(scope="module")
+def avqa(tmp_path_factory):
+    root = tmp_path_factory.mktemp("avqa")
+    synthesize(root / "data", config=SynthConfig(**SYNTH))
+    cfg = ExtractConfig(videos=str(root / "data" / "videos"),
+                        annotations=str(root / "data" / "annotations"),
+                        out=str(root / "feats.h5"), **EXTRACT)
+    extract(cfg, progress=False)
+    tcfg = load_train_config(None, {**TRAIN, "store": cfg.out, "out": str(root / "runs"),
+                                    "name": "avqa"})
+    run = train(tcfg).run_dir
+    report = evaluate(run, split="test", plots=False)
+    return SimpleNamespace(root=root, data=root / "data", store=cfg.out, run=run, report=report)
+
+
+def test_synth_writes_the_official_avqa_record_format(avqa):
+    recs = json.loads((avqa.data / "annotations" / "avqa-test.json").read_text())
+    for r in recs:
+        assert list(r) == OFFICIAL_KEYS
+        assert len(r["multi_choice"]) == 4 and len(set(r["multi_choice"])) == 4
+        assert isinstance(r["answer"], int) and 0 <= r["answer"] < 4
+        assert r["question_type"] in AVQA_TYPES and r["video_name"].endswith(".mp4")
+    records, vocab = load_annotations(avqa.data / "annotations")
+    assert vocab.dataset == "avqa" and {len(r.options) for r in records} == {4}
+    assert {r.type_name for r in records} == set(AVQA_TYPES)
+    positions = [r.answer_index for r in records]
+    assert min(positions.count(k) for k in range(4)) > len(positions) / 8   # no position shortcut
+
+
+def test_avqa_end_to_end_beats_chance_by_20_points(avqa):
+    rep = avqa.report
+    print(avqa.report["table"])
+    assert rep["count"] > 100 and rep["missing"] == 0
+    assert rep["overall"] >= 25.0 + 20.0
+    assert set(t for t, v in rep["types"].items() if v is not None) <= set(AVQA_TYPES)
+    assert (Path(avqa.run) / "report_test.md").read_text().count("|") > 20
+
+
+def test_ask_gives_evals_prediction_for_every_test_question(avqa):
+    preds = {p["question_id"]: p for p in map(json.loads, (Path(avqa.run) / "predictions_test.jsonl")
+                                               .read_text().splitlines())}
+    records, _ = load_annotations(avqa.data / "annotations")
+    by_video: dict[str, list] = {}
+    for r in records:
+        if r.split == "test":
+            by_video.setdefault(r.video_id, []).append(r)
+    asker = Asker(AskSettings(run=str(avqa.run), device="cpu"))
+    n = 0
+    for vid, recs in by_video.items():
+        feats = asker.video(avqa.data / "videos" / f"{vid}.mp4")
+        answers = asker.ask(feats, [r.text for r in recs], [list(r.options) for r in recs])
+        for r, a in zip(recs, answers):
+            assert a.answer == r.options[preds[r.question_id]["answer"]], (vid, r.text)
+            assert abs(sum(t["p"] for t in a.top) - 1.0) < 1e-3
+            n += 1
+    assert n == len(preds) and n > 100
+    assert read_predictions(Path(avqa.run) / "predictions_test.jsonl")
+
+
+def test_ask_cli_json_and_refusals(avqa):
+    video = str(avqa.data / "videos" / "synth_00000.mp4")
+    opts = "violin|cello|piano|flute"
+    r = CliRunner().invoke(app, ["ask", video, "Which instrument is playing in the video?",
+                                 "--question", "What is the main sound source of the video?",
+                                 "--options", opts, "--run", str(avqa.run), "--json",
+                                 "--device", "cpu", "--top", "2", "--type", "Which"])
+    assert r.exit_code == 0, r.output
+    objs = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert len(objs) == 2
+    for o in objs:
+        assert {"answer", "top", "curvature", "audio_present", "n_segments", "seconds"} <= set(o)
+        assert len(o["top"]) == 2 and o["answer"] in opts.split("|") and o["n_segments"] >= 1
+        assert o["curvature"] > 0 and isinstance(o["audio_present"], bool)
+    r = CliRunner().invoke(app, ["ask", video, "Which instrument?", "--run", str(avqa.run)])
+    assert r.exit_code == 2 and "--options" in r.output
+    r = CliRunner().invoke(app, ["ask", video, "Which?", "--options", opts, "--run",
+                                 str(avqa.run), "--type", "Counting"])
+    assert r.exit_code == 2 and "not a question type" in r.output
+    with pytest.raises(AskError, match=r"visual encoder differs.*random:1.*random:0"):
+        Asker(AskSettings(run=str(avqa.run), device="cpu", clip_weights="random:1"))
