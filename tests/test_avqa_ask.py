@@ -104,7 +104,8 @@ def test_ask_cli_json_and_refusals(avqa):
     r = CliRunner().invoke(app, ["ask", video, "Which instrument is playing in the video?",
                                  "--question", "What is the main sound source of the video?",
                                  "--options", opts, "--run", str(avqa.run), "--json",
-                                 "--device", "cpu", "--top", "2", "--type", "Which"])
+                                 "--device", "cpu", "--top", "2", "--type", "Which",
+                                 "--checkpoint", "last"])
     assert r.exit_code == 0, r.output
     objs = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     assert len(objs) == 2
@@ -119,3 +120,18 @@ def test_ask_cli_json_and_refusals(avqa):
     assert r.exit_code == 2 and "not a question type" in r.output
     with pytest.raises(AskError, match=r"visual encoder differs.*random:1.*random:0"):
         Asker(AskSettings(run=str(avqa.run), device="cpu", clip_weights="random:1"))
+
+
+def test_cli_synth_avqa(tmp_path):
+    r = CliRunner().invoke(app, ["synth", "--format", "avqa", "--out", str(tmp_path / "d"),
+                                 "--videos", "4", "--max-seconds", "3", "--min-seconds", "2",
+                                 "--long-fraction", "0", "--size", "64x48", "--workers", "1",
+                                 "--type", "Where", "--type", "When"])
+    assert r.exit_code == 0, r.output
+    recs = [x for s in ("train", "val", "test")
+            for x in json.loads((tmp_path / "d" / "annotations" / f"avqa-{s}.json").read_text())]
+    assert recs and {x["question_type"] for x in recs} <= {"Where", "When"}
+    assert all(list(x) == OFFICIAL_KEYS for x in recs)
+    r = CliRunner().invoke(app, ["synth", "--format", "avqa", "--out", str(tmp_path / "e"),
+                                 "--type", "Counting"])
+    assert r.exit_code == 2 and "not types of format" in r.output

@@ -54,6 +54,9 @@ def make_release(root: Path) -> SimpleNamespace:
         _write(a_dir, vid, a)
         _write(v_dir, vid, v)
         good[vid] = (a, v)
+    good["silent"] = (np.zeros((60, 128), np.float32), rng.standard_normal((50, 512)).astype(np.float32))
+    _write(a_dir, "silent", good["silent"][0])
+    _write(v_dir, "silent", good["silent"][1])
     v_nan = rng.standard_normal((40, 512)).astype(np.float32)
     v_nan[3, 7] = np.nan
     _write(a_dir, "nan", rng.standard_normal((60, 128)).astype(np.float32))
@@ -89,7 +92,7 @@ def imported(tmp_path_factory):
 
 def test_rows_padding_truncation_and_true_segments(imported):
     rel, cfg, summary = imported
-    assert summary.videos_extracted == len(LENGTHS) and summary.store_videos == len(LENGTHS)
+    assert summary.videos_extracted == len(rel.good) and summary.store_videos == len(rel.good)
     assert not verify_store(cfg.out)
     with FeatureStore(cfg.out) as fs:
         assert (fs.attrs["T"], fs.attrs["visual_dim"], fs.attrs["audio_dim"]) == (60, 512, 128)
@@ -103,7 +106,7 @@ def test_rows_padding_truncation_and_true_segments(imported):
             want = v[:60] if t >= 60 else np.concatenate([v, np.repeat(v[-1:], 60 - t, 0)])
             np.testing.assert_allclose(visual[r].astype(np.float32), want, rtol=2e-3, atol=2e-3)
             np.testing.assert_allclose(audio[r].astype(np.float32), a, rtol=2e-3, atol=2e-3)
-        assert present.all()
+        assert present.tolist() == [v != "silent" for v in ids]   # all-zero audio: no audio
 
 
 def test_questions_are_encoded_as_extract_does(imported):
@@ -142,7 +145,7 @@ def test_bad_files_are_recorded_failures(imported):
 def test_resume_skips_stored_videos_and_the_lock_refuses_a_second_writer(imported, tmp_path):
     rel, cfg, _ = imported
     again = import_features(cfg)
-    assert (again.videos_skipped, again.videos_extracted, again.questions_added) == (len(LENGTHS), 0, 0)
+    assert (again.videos_skipped, again.videos_extracted, again.questions_added) == (len(rel.good), 0, 0)
     with StoreLock(cfg.out):
         with pytest.raises(StoreError, match="pid"):
             import_features(cfg)
@@ -164,13 +167,23 @@ def test_train_one_epoch_and_eval_run_unchanged(imported, tmp_path):
                                                                 "curvature_hidden": 8}})
     run = train(tcfg).run_dir
     report = evaluate(run, split="test", plots=False)
-    assert report["count"] == 6 and 0.0 <= report["overall"] <= 100.0
+    assert report["count"] == 9 and 0.0 <= report["overall"] <= 100.0
     # a run on imported features has no visual encoder to answer about a new video
     with pytest.raises(AskError, match="imported features.*imported:resnet18.*no visual encoder"):
         Asker(AskSettings(run=str(run), device="cpu"))
 
 
-def test_cli_errors_are_one_line_and_not_exit_0(tmp_path):
+def test_cli_import_and_errors(imported, tmp_path):
+    rel, cfg, _ = imported
+    out = tmp_path / "r21d.h5"
+    r = CliRunner().invoke(app, ["import-features", "--audio", str(rel.audio), "--visual",
+                                 str(rel.visual), "--annotations", str(rel.ann), "--out", str(out),
+                                 "--visual-name", "r2plus1d", "--clip-model", "ViT-S-32",
+                                 "--clip-weights", "random:0", "--text-len", "8", "--device", "cpu",
+                                 "--quiet", "--strict"])
+    assert r.exit_code == 1 and "--strict: 5 file(s) failed" in r.output      # 5 bad files
+    assert store_info(out)["encoders"]["visual"]["name"] == "imported:r2plus1d"
+    assert store_info(out)["videos"] == len(rel.good)
     r = CliRunner().invoke(app, ["import-features", "--audio", str(tmp_path / "no"), "--visual",
                                  str(tmp_path / "no"), "--annotations", str(tmp_path),
                                  "--out", str(tmp_path / "f.h5")])
