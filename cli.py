@@ -582,8 +582,8 @@ def ask_cmd(
 ) -> None:
     """Answer questions about one video with a trained run: the video and questions are encoded
     exactly as the run's store was (same encoders and weights, else refused)."""
-    from train.ask import AskSettings
-    from train.ask_cli import run_ask
+    from infer.ask import AskSettings
+    from infer.ask_cli import run_ask
 
     settings = AskSettings(run=run, out=out, checkpoint=checkpoint, device=device, top=top,
                            clip_weights=clip_weights, vggish_weights=vggish_weights)

@@ -10,10 +10,11 @@ from rich.table import Table
 from store import StoreError
 from store.config_io import ConfigError
 
+from train.checkpoint import CheckpointError
+from train.data import DataError
+from train.runs import RunError
+
 from .ask import Answer, Asker, AskError, AskSettings
-from .checkpoint import CheckpointError
-from .data import DataError
-from .runs import RunError
 
 
 def split_options(options: list[str] | None, n_questions: int) -> list[list[str]] | None:

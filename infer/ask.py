@@ -1,8 +1,8 @@
 """Ask a trained run about one video: decode and encode it (and the questions) exactly as the
 store the run was trained on was extracted, run the model, return the top answers.
 
-This is the one place where both stages meet (inference on a raw video needs the extractor's
-decoder and encoders as well as the trained model), so it imports from ``extract``.  Rules:
+Both stages meet here (inference on a raw video needs the extractor's decoder and encoders as
+well as the trained model), which is why it is its own package after both.  Rules:
 
 * the encoders are built from the store's recorded ``extractor_config`` (CLIP model, T, fps,
   sampling, image size, VGGish front end, seed of random weights); their weight identities must
@@ -34,11 +34,11 @@ from extract.weights import WeightsError
 from extract.annotations import normalize_answer
 from store.config_io import build
 
-from .checkpoint import check_compatible, find_checkpoint
-from .data import open_store, store_dims
-from .distributed import resolve_device
-from .runs import CONFIG_FILE, STORE_FILE, read_json, resolve_run_dir
-from .step import graph_autocast
+from train.checkpoint import check_compatible, find_checkpoint
+from train.data import open_store, store_dims
+from train.distributed import resolve_device
+from train.runs import CONFIG_FILE, STORE_FILE, read_json, resolve_run_dir
+from train.step import graph_autocast
 
 
 class AskError(RuntimeError):
