@@ -25,7 +25,7 @@ from extract.importer import ImportConfig, folder_digest, import_features, list_
 from extract.pipeline import ExtractError  # noqa: E402
 from store import FeatureStore, StoreError, StoreLock, store_info, verify_store  # noqa: E402
 from train import evaluate, load_train_config, train  # noqa: E402
-from train.ask import Asker, AskError, AskSettings  # noqa: E402
+from infer.ask import Asker, AskError, AskSettings  # noqa: E402
 
 torch.set_num_threads(2)
 
