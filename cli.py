@@ -566,19 +566,25 @@ def ask_cmd(
     more: list[str] = typer.Option(None, "--question", help="Another question about the same video "
                                    "(repeatable; the video is decoded once)."),
     run: str = typer.Option(None, "--run", help="Run directory (default: runs/latest)."),
-    out: str = typer.Option("runs", "--out", help="Folder holding 'latest', used when --run is not given."),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, or a checkpoint folder."),
+    out: str = typer.Option("runs", "--out", help="Folder holding 'latest', used when --run is not "
+                            "given (default runs).", show_default=False),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, or a checkpoint folder "
+                                   "(default best).", show_default=False),
     options: list[str] = typer.Option(None, "--options", help="Multiple-choice runs: the answer options "
                                       "as \"a|b|c|d\"; once for all questions or once per question."),
-    top: int = typer.Option(5, "--top", help="Answers listed, most probable first."),
+    top: int = typer.Option(5, "--top", help="Answers listed, most probable first (default 5).",
+                            show_default=False),
     qtype: str = typer.Option(None, "--type", help="The question type, e.g. \"Audio-Visual/Temporal\" "
                               "(one of the store's types); shown with the answer."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per question (answer, top, "
                                  "curvature, audio_present, n_segments, seconds)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (default auto).",
+                               show_default=False),
     clip_weights: str = typer.Option("", "--clip-weights", help="A CLIP weight file holding the "
-                                     "store's weights, if not where the store recorded them."),
-    vggish_weights: str = typer.Option("", "--vggish-weights", help="Likewise for VGGish."),
+                                     "store's weights, if not where the store recorded them.",
+                                     show_default=False),
+    vggish_weights: str = typer.Option("", "--vggish-weights", help="Likewise for VGGish.",
+                                       show_default=False),
 ) -> None:
     """Answer questions about one video with a trained run: the video and questions are encoded
     exactly as the run's store was (same encoders and weights, else refused)."""

@@ -121,7 +121,6 @@ COVERAGE: dict[str, list[str]] = {
     "python cli.py ask --options --json": ["tests/test_avqa_ask.py::test_ask_cli_json_and_refusals"],
     "python cli.py ask --question --type --checkpoint": [
         "tests/test_avqa_ask.py::test_ask_cli_json_and_refusals"],
-    "python cli.py synth --format --out": ["tests/test_avqa_ask.py::test_cli_synth_avqa"],
     "python cli.py synth --out --config": [                                                   # API
         "tests/test_avqa_ask.py::test_synth_writes_the_official_avqa_record_format"],
     "python cli.py extract --videos --annotations --out --config": [
