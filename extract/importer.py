@@ -26,14 +26,19 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from store.config_io import resolve, to_dict
+from common.config import resolve, to_dict
+from qa.annotations import DATASETS, Vocabulary, load_annotations
+from store import FeatureStore, StoreLock, rebuild_index
+from store.layout import complete_shards, temp_files
 from store.schema import AUDIO_DIM, check_video_id
 
 from .config import ExtractConfig
 from .decode import pad_to
 from .discover import VideoFile
-from .pipeline import (EncodedVideo, ExtractError, ExtractSummary, encode_questions, store_attrs,
-                       write_shard)
+from .encode import EncodedVideo, encode_questions, options_count, random_weight_names, store_attrs
+from .errors import ExtractError
+from .pipeline import ExtractSummary
+from .shards import write_shard
 from .weights import sha256_file
 
 log = logging.getLogger(__name__)
@@ -234,8 +239,6 @@ def import_attrs(cfg: ImportConfig, enc: Any, vocab: Any, n_options: int,
 
 
 def _records(cfg: ImportConfig, store_vocab: Any) -> tuple[list, Any]:
-    from .annotations import load_annotations
-
     if not cfg.annotations:
         raise ExtractError("--annotations is required (the questions to encode)")
     kwargs: dict[str, Any] = {"keep_unknown": cfg.keep_unknown}
@@ -263,8 +266,6 @@ def _check_compatible(attrs: dict, existing: dict, entry: Path) -> None:
 def _add_questions(records: list, entry: Path, attrs: dict, enc: Any, cfg: ImportConfig,
                    summary: ExtractSummary) -> None:
     """Encode and write the questions whose video is in the store and which are not yet there."""
-    from store import FeatureStore, rebuild_index
-
     with FeatureStore(entry) as fs:
         in_store = set(fs.video_ids.tolist())
         have_q = set(fs.question_ids.tolist())
@@ -290,11 +291,6 @@ def _add_questions(records: list, entry: Path, attrs: dict, enc: Any, cfg: Impor
 def _existing(entry: Path) -> tuple[dict | None, set[str], Any]:
     """Attributes, video ids and answer vocabulary of the store at ``entry`` (None, {}, None
     when there is none yet); temp files of crashed writers are removed (the lock is held)."""
-    from store import FeatureStore, rebuild_index
-    from store.layout import complete_shards, temp_files
-
-    from .annotations import DATASETS, Vocabulary
-
     for t in temp_files(entry):
         t.unlink(missing_ok=True)
     if complete_shards(entry):
@@ -303,10 +299,7 @@ def _existing(entry: Path) -> tuple[dict | None, set[str], Any]:
         return None, set(), None
     with FeatureStore(entry) as fs:
         attrs, have = dict(fs.attrs), set(fs.video_ids.tolist())
-    vocab = None
-    if attrs.get("dataset") in DATASETS:
-        vocab = Vocabulary(dataset=attrs["dataset"], answers=tuple(attrs["answer_vocab"]),
-                           types=tuple(attrs["type_names"]), groups={})
+    vocab = Vocabulary.from_attrs(attrs) if attrs.get("dataset") in DATASETS else None
     return attrs, have, vocab
 
 
@@ -332,11 +325,7 @@ def import_features(cfg: ImportConfig, progress: Callable[[int, int], None] | No
                     ) -> ExtractSummary:
     """Import the feature folders of ``cfg`` into ``cfg.out`` (see the module doc).
     ``progress(done, total)`` is called after each shard-sized chunk of videos."""
-    from store import FeatureStore, StoreLock, rebuild_index
-    from store.layout import complete_shards
-
-    from .encoders import get_encoders
-    from .pipeline import options_count, random_weight_names
+    from .encoders import get_encoders   # torch + open_clip: only when importing
 
     t0 = time.monotonic()
     entry = Path(cfg.out)

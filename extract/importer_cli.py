@@ -7,12 +7,14 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from common.config import ConfigError
+from common.device import DeviceError
+from qa.annotations import AnnotationError
 from store import StoreError
-from store.config_io import ConfigError
 
-from .annotations import AnnotationError
+from .errors import ExtractError
 from .importer import import_features, load_import_config
-from .pipeline import ExtractError, print_summary
+from .pipeline import print_summary
 from .weights import WeightsError
 
 
@@ -31,7 +33,7 @@ def run_import(config: str | None, overrides: dict, strict: bool = False, quiet:
         with bar:
             task = bar.add_task("import", total=None)
             summary = import_features(cfg, progress=lambda d, n: bar.update(task, completed=d, total=n))
-    except (ConfigError, ExtractError, WeightsError, AnnotationError, StoreError) as exc:
+    except (ConfigError, ExtractError, WeightsError, AnnotationError, StoreError, DeviceError) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     print_summary(summary, console)

@@ -25,18 +25,17 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from common.config import build
+from common.device import resolve_device
 from extract.config import ExtractConfig
 from extract.decode import DecodeError, DecodeSpec, decode_video
 from extract.discover import DiscoveryError, stat_video
+from extract.encode import encode_videos
 from extract.encoders import get_encoders
-from extract.pipeline import encode_videos
 from extract.weights import WeightsError
-from extract.annotations import normalize_answer
-from store.config_io import build
-
+from qa.annotations import normalize_answer
 from train.checkpoint import check_compatible, find_checkpoint
 from train.data import open_store, store_dims
-from train.distributed import resolve_device
 from train.runs import CONFIG_FILE, STORE_FILE, read_json, resolve_run_dir
 from train.step import graph_autocast
 
@@ -51,7 +50,7 @@ def _music_text(q: str) -> str:
     return q[:-1].rstrip() if q.endswith(("?", "？")) else q
 
 
-#: question text as each dataset's annotation loader stores it (extract/annotations.py)
+#: question text as each dataset's annotation loader stores it (qa/annotations.py)
 QUESTION_TEXT: dict[str, Callable[[str], str]] = {
     "music-avqa": _music_text,
     "avqa": lambda q: " ".join(q.split()),

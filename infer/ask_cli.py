@@ -7,8 +7,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from common.config import ConfigError
 from store import StoreError
-from store.config_io import ConfigError
 
 from train.checkpoint import CheckpointError
 from train.data import DataError

@@ -1,7 +1,7 @@
 """AVQA-format (multiple choice) questions about a synthetic scene.
 
 AVQA (Yang et al., ACM MM 2022) asks free-form questions of 8 types with 4 answer options, the
-answer stored as the option index.  The synthetic scenes (:mod:`extract.synth_scene`) hold
+answer stored as the option index.  The synthetic scenes (:mod:`synth.scene`) hold
 instruments with a place, a sound and a timing, but no causes and no purposes, so the types
 **Why** and **Used For** are not generated; the other six are (docs/AVQA_SYNTH.md):
 
@@ -18,8 +18,8 @@ Before Next     Which instrument plays right after the <Object>?                
 ==============  ===============================================================  ==============
 
 :func:`avqa_candidates` lists them (a pure function of the scene, like
-:func:`extract.synth_qa.scene_answers`, whose item keys it shares so the same balanced
-:func:`extract.synth_qa.select_questions` picks them); :func:`avqa_record` draws the 3 wrong
+:func:`synth.questions.scene_answers`, whose item keys it shares so the same balanced
+:func:`synth.questions.select_questions` picks them); :func:`avqa_record` draws the 3 wrong
 options from the answer space and puts the right one at a random position.
 """
 from __future__ import annotations

@@ -18,13 +18,13 @@ from typer.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).parent))
 
 from cli import app  # noqa: E402
-from extract.annotations import load_annotations  # noqa: E402
+from common.config import resolve  # noqa: E402
 from extract.config import load_extract_config  # noqa: E402
 from extract.pipeline import extract  # noqa: E402
-from extract.synth import SynthConfig, synthesize  # noqa: E402
-from extract.synth_avqa import AVQA_TYPES  # noqa: E402
 from infer.ask import Asker, AskError, AskSettings  # noqa: E402
-from store.config_io import resolve  # noqa: E402
+from qa.annotations import load_annotations  # noqa: E402
+from synth.avqa import AVQA_TYPES  # noqa: E402
+from synth.generate import SynthConfig, synthesize  # noqa: E402
 from train import evaluate, load_train_config, read_predictions, train  # noqa: E402
 
 torch.set_num_threads(2)

@@ -22,7 +22,7 @@ from cli import app  # noqa: E402
 from extract.config import ExtractConfig  # noqa: E402
 from extract.encoders import get_encoders  # noqa: E402
 from extract.importer import ImportConfig, folder_digest, import_features, list_features  # noqa: E402
-from extract.pipeline import ExtractError  # noqa: E402
+from extract.errors import ExtractError  # noqa: E402
 from store import FeatureStore, StoreError, StoreLock, store_info, verify_store  # noqa: E402
 from train import evaluate, load_train_config, train  # noqa: E402
 from infer.ask import Asker, AskError, AskSettings  # noqa: E402
