@@ -30,7 +30,7 @@ from common.config import resolve, to_dict
 from qa.annotations import DATASETS, Vocabulary, load_annotations
 from store import FeatureStore, StoreLock, rebuild_index
 from store.layout import complete_shards, temp_files
-from store.schema import AUDIO_DIM, check_video_id
+from store.schema import check_video_id
 
 from .config import ExtractConfig
 from .decode import pad_to
@@ -56,7 +56,7 @@ class FeatureSource:
 
 #: feature kinds of the MUSIC-AVQA release (GeWu-Lab/MUSIC-AVQA, ``net_grd_avst``)
 AUDIO_SOURCES: dict[str, FeatureSource] = {
-    "vggish": FeatureSource("vggish", AUDIO_DIM, 60, "TensorFlow VGGish, 1 s per row, no PCA"),
+    "vggish": FeatureSource("vggish", 128, 60, "TensorFlow VGGish, 1 s per row, no PCA"),
 }
 VISUAL_SOURCES: dict[str, FeatureSource] = {
     "resnet18": FeatureSource("resnet18", 512, None, "ResNet-18 pooled frame features, 1 fps"),
