@@ -223,6 +223,42 @@ def _with_config_options(func, cls_path: str, flags: dict[str, tuple[str, ...]])
 app.command("extract")(_with_config_options(extract_cmd, "extract.config.ExtractConfig", EXTRACT_FLAGS))
 
 
+@app.command("import-features")
+def import_features_cmd(
+    audio: str = typer.Option(None, "--audio", help="Folder of <video_id>.npy audio features "
+                              "(MUSIC-AVQA release: VGGish [60, 128] float32)."),
+    visual: str = typer.Option(None, "--visual", help="Folder of <video_id>.npy visual features "
+                               "([T, 512] float32, T varying per video)."),
+    annotations: str = typer.Option(None, "--annotations", help="Annotation file or folder "
+                                    "(MUSIC-AVQA / AVQA JSON); its questions are CLIP-encoded."),
+    out: str = typer.Option(None, "--out", help="Entry file of the new (or resumed) store."),
+    visual_name: str = typer.Option(None, "--visual-name", help="Visual feature kind: resnet18 "
+                                    "(default) or r2plus1d; recorded as imported:<name>."),
+    segments: int = typer.Option(None, "--segments", "-T", help="Segments per video (default 60; "
+                                 "longer features are truncated, shorter ones repeat their last row)."),
+    clip_model: str = typer.Option(None, "--clip-model", help="open_clip model of the question "
+                                   "text encoder (default ViT-B-32), as in `extract`."),
+    clip_weights: str = typer.Option(None, "--clip-weights", help="CLIP weights, as in `extract`: "
+                                     "'default', a tag, a local file, 'random' or 'random:<seed>'."),
+    seed: int = typer.Option(None, "--seed", help="Seed for 'random' weights (default 0)."),
+    text_len: int = typer.Option(None, "--text-len", help="Token positions stored per question (default 32)."),
+    shard_size: int = typer.Option(None, "--shard-size", help="Videos per shard (default 64)."),
+    device: str = typer.Option(None, "--device", help="Text encoder device: auto, cpu or cuda."),
+    strict: bool = typer.Option(False, "--strict", help="Exit with status 1 when any file failed."),
+    config: str = typer.Option(None, "--config", help="TOML/YAML/JSON file with ImportConfig "
+                               "fields; options given here override it."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Import the per-video .npy features the MUSIC-AVQA authors published into a feature store
+    that `train` and `eval` use as is. Bad files are recorded failures; re-running resumes."""
+    from extract.importer_cli import run_import
+
+    run_import(config, {"audio": audio, "visual": visual, "annotations": annotations, "out": out,
+                        "visual_name": visual_name, "T": segments, "clip_model": clip_model,
+                        "clip_weights": clip_weights, "seed": seed, "text_len": text_len,
+                        "shard_size": shard_size, "device": device}, strict=strict, quiet=quiet)
+
+
 @app.command("synth")
 def synth_cmd(
     out: str = typer.Option(..., "--out", help="Output folder (new, empty, or an earlier synth output): "
@@ -246,11 +282,16 @@ def synth_cmd(
     questions_per_video: int = typer.Option(None, "--questions-per-video", help="Questions per video (default 5)."),
     workers: int = typer.Option(None, "--workers", help="Processes writing videos (default -1: one per "
                                 "usable CPU core; 0 = in this process)."),
+    qa_format: str = typer.Option(None, "--format", help="Question format: 'music-avqa' (default; 9 "
+                                  "types) or 'avqa' (multiple choice, 4 options, 6 of AVQA's 8 types)."),
+    types: list[str] = typer.Option(None, "--type", help="Ask only this question type (repeatable; "
+                                    "default all the format has), e.g. --type Which --type When."),
     config: str = typer.Option(None, "--config", help="TOML/YAML/JSON file with SynthConfig fields; options given "
                                                       "here override it."),
 ) -> None:
     """Write the synthetic demo dataset: real H.264 + AAC mp4 scenes of 1-4 'instruments' with
-    MUSIC-AVQA-format questions whose answers are computed from the scenes."""
+    MUSIC-AVQA-format (or, with --format avqa, AVQA multiple-choice) questions whose answers are
+    computed from the scenes."""
     from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
@@ -261,7 +302,8 @@ def synth_cmd(
     overrides = {"n_videos": videos, "seed": seed, "min_seconds": min_seconds, "max_seconds": max_seconds,
                  "long_fraction": long_fraction, "no_audio_fraction": no_audio_fraction,
                  "sizes": list(size) if size else None, "fps": list(fps) if fps else None,
-                 "instruments": instruments, "questions_per_video": questions_per_video, "workers": workers}
+                 "instruments": instruments, "questions_per_video": questions_per_video, "workers": workers,
+                 "format": qa_format, "types": list(types) if types else None}
     try:
         cfg = resolve(SynthConfig, config, overrides)
     except ConfigError as exc:
@@ -515,6 +557,44 @@ def ablate_cmd(
     console.print(f"{result.trained} run(s) trained now, {result.skipped} already finished; "
                   + ", ".join(f"{k}: {v}" for k, v in result.files.items()), highlight=False,
                   soft_wrap=True)
+
+
+@app.command("ask")
+def ask_cmd(
+    video: str = typer.Argument(..., help="The video file (any format `extract` reads)."),
+    question: str = typer.Argument(None, help="The question, e.g. \"How many instruments are sounding?\"."),
+    more: list[str] = typer.Option(None, "--question", help="Another question about the same video "
+                                   "(repeatable; the video is decoded once)."),
+    run: str = typer.Option(None, "--run", help="Run directory (default: runs/latest)."),
+    out: str = typer.Option("runs", "--out", help="Folder holding 'latest', used when --run is not "
+                            "given (default runs).", show_default=False),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, or a checkpoint folder "
+                                   "(default best).", show_default=False),
+    options: list[str] = typer.Option(None, "--options", help="Multiple-choice runs: the answer options "
+                                      "as \"a|b|c|d\"; once for all questions or once per question."),
+    top: int = typer.Option(5, "--top", help="Answers listed, most probable first (default 5).",
+                            show_default=False),
+    qtype: str = typer.Option(None, "--type", help="The question type, e.g. \"Audio-Visual/Temporal\" "
+                              "(one of the store's types); shown with the answer."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per question (answer, top, "
+                                 "curvature, audio_present, n_segments, seconds)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (default auto).",
+                               show_default=False),
+    clip_weights: str = typer.Option("", "--clip-weights", help="A CLIP weight file holding the "
+                                     "store's weights, if not where the store recorded them.",
+                                     show_default=False),
+    vggish_weights: str = typer.Option("", "--vggish-weights", help="Likewise for VGGish.",
+                                       show_default=False),
+) -> None:
+    """Answer questions about one video with a trained run: the video and questions are encoded
+    exactly as the run's store was (same encoders and weights, else refused)."""
+    from infer.ask import AskSettings
+    from infer.ask_cli import run_ask
+
+    settings = AskSettings(run=run, out=out, checkpoint=checkpoint, device=device, top=top,
+                           clip_weights=clip_weights, vggish_weights=vggish_weights)
+    run_ask(video, ([question] if question else []) + list(more or []), settings, options, qtype,
+            as_json)
 
 
 @app.command("score")

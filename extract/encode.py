@@ -150,16 +150,20 @@ def extract_video_reference(video: VideoFile, cfg: ExtractConfig, enc: Encoders)
 
 def encode_questions(records: Sequence[Any], enc: Encoders, cfg: ExtractConfig,
                      n_options: int) -> dict[str, Any]:
-    """Columns for :meth:`store.ShardWriter.add_questions`, text encoded in batches."""
+    """Columns for :meth:`store.ShardWriter.add_questions`, text encoded in batches; each
+    distinct question or option text is encoded once (templates and options repeat a lot)."""
     texts = [r.text for r in records]
     bs = int(cfg.text_batch_size)
+    uniq = list(dict.fromkeys(texts))
     sent, toks, masks = [], [], []
-    for lo in range(0, len(texts), bs):
-        s, t, m = enc.clip.encode_text(texts[lo:lo + bs])
+    for lo in range(0, len(uniq), bs):
+        s, t, m = enc.clip.encode_text(uniq[lo:lo + bs])
         sent.append(s)
         toks.append(t)
         masks.append(m)
     dt, L = enc.clip.text_dim, int(cfg.text_len)
+    pos_q = {u: k for k, u in enumerate(uniq)}
+    at = np.asarray([pos_q[t] for t in texts], np.int64)
     cols: dict[str, Any] = {
         "ids": np.asarray([r.question_id for r in records], np.int64),
         "video_ids": [r.video_id for r in records],
@@ -168,14 +172,16 @@ def encode_questions(records: Sequence[Any], enc: Encoders, cfg: ExtractConfig,
         "answers": np.asarray([r.answer_index for r in records], np.int16),
         "answer_texts": [r.answer for r in records],
         "texts": texts,
-        "sentence": np.concatenate(sent) if sent else np.zeros((0, dt), np.float32),
-        "tokens": np.concatenate(toks) if toks else np.zeros((0, L, dt), np.float32),
-        "token_mask": np.concatenate(masks) if masks else np.zeros((0, L), bool),
+        "sentence": np.concatenate(sent)[at] if sent else np.zeros((0, dt), np.float32),
+        "tokens": np.concatenate(toks)[at] if toks else np.zeros((0, L, dt), np.float32),
+        "token_mask": np.concatenate(masks)[at] if masks else np.zeros((0, L), bool),
     }
     if n_options:
         flat = [o for r in records for o in r.options]
-        emb = [enc.clip.encode_sentences(flat[lo:lo + bs]) for lo in range(0, len(flat), bs)]
-        emb_arr = np.concatenate(emb) if emb else np.zeros((0, dt), np.float32)
+        uniq_o = list(dict.fromkeys(flat))
+        emb = [enc.clip.encode_sentences(uniq_o[lo:lo + bs]) for lo in range(0, len(uniq_o), bs)]
+        pos = {u: k for k, u in enumerate(uniq_o)}
+        emb_arr = np.concatenate(emb)[[pos[o] for o in flat]] if emb else np.zeros((0, dt), np.float32)
         cols["options_text"] = np.asarray([list(r.options) for r in records], dtype=object) \
             .reshape(len(records), n_options)
         cols["options"] = emb_arr.reshape(len(records), n_options, dt)

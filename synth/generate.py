@@ -21,12 +21,14 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from common.cores import usable_cores
 from common.files import atomic_write
 
+from .avqa import AVQA_TYPES, avqa_candidates, avqa_record
 from .questions import TYPES, scene_answers, select_questions, type_name
 from .render import write_scene
 from .scene import DEFAULT_INSTRUMENTS, SceneSpec, make_scene, palette
@@ -79,6 +81,11 @@ class SynthConfig:
     #: worker processes for writing videos (-1 = one per usable CPU core; 0 = in this process,
     #: as ``extract --workers`` counts them)
     workers: int = -1
+    #: annotation format of the questions (a key of QA_FORMATS): 'music-avqa' (9 types, open
+    #: answers) or 'avqa' (multiple choice, 4 options, 6 of AVQA's 8 types)
+    format: str = "music-avqa"
+    #: question types asked (names of the format's types; empty = all it generates)
+    types: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.n_videos < 1:
@@ -101,6 +108,12 @@ class SynthConfig:
             raise ValueError("questions_per_video must be >= 1")
         if self.workers < -1:
             raise ValueError(f"workers must be >= -1 (-1 = one per usable core), got {self.workers}")
+        if self.format not in QA_FORMATS:
+            raise ValueError(f"format must be one of {sorted(QA_FORMATS)}, got {self.format!r}")
+        unknown = sorted(set(self.types) - set(QA_FORMATS[self.format].types))
+        if unknown:
+            raise ValueError(f"types: {unknown} are not types of format {self.format!r}: "
+                             f"{list(QA_FORMATS[self.format].types)}")
         self.size_tuples()
         palette(self.instruments)
 
@@ -185,6 +198,31 @@ def record(video_id: str, question_id: int, q: dict) -> dict:
             "question_deleted": 0, "anser": q["answer"]}
 
 
+@dataclass(frozen=True)
+class QAFormat:
+    """How one annotation format asks about a scene and writes a record."""
+
+    #: scene -> candidate questions (items with type, template, question, answer)
+    candidates: Callable[[dict], list[dict]]
+    #: (video_id, question_id, candidate, rng, video row) -> annotation record
+    record: Callable[..., dict]
+    #: record -> its 'Group/Type' or type name
+    type_of: Callable[[dict], str]
+    #: the type names it generates
+    types: tuple[str, ...]
+    #: candidate -> its type name
+    type_of_candidate: Callable[[dict], str] = lambda c: type_name(c["type"])
+
+
+QA_FORMATS: dict[str, QAFormat] = {
+    "music-avqa": QAFormat(scene_answers, lambda vid, qid, q, rng, row: record(vid, qid, q),
+                           lambda r: type_name(json.loads(r["type"])),
+                           tuple(type_name(t) for t in TYPES)),
+    "avqa": QAFormat(avqa_candidates, avqa_record, lambda r: r["question_type"], AVQA_TYPES,
+                     lambda c: c["type"][1]),
+}
+
+
 def plan(config: SynthConfig) -> SynthPlan:
     """Scenes, questions and split for ``config`` (no files written)."""
     ss = np.random.SeedSequence(config.seed)
@@ -200,7 +238,9 @@ def plan(config: SynthConfig) -> SynthPlan:
         scene = make_scene(np.random.default_rng(child), f"synth_{i:05d}", spec, pal,
                            long=i in long_ids, has_audio=i not in mute_ids)
         scenes.append(scene)
-    candidates = [scene_answers(s) for s in scenes]
+    fmt = QA_FORMATS[config.format]
+    keep = set(config.types or fmt.types)
+    candidates = [[c for c in fmt.candidates(s) if fmt.type_of_candidate(c) in keep] for s in scenes]
     chosen = select_questions(candidates, config.questions_per_video,
                               int(np.random.default_rng(s_qa).integers(2**31)))
     sizes = _split_sizes(n, config.split_fractions)
@@ -211,10 +251,12 @@ def plan(config: SynthConfig) -> SynthPlan:
             SPLITS[1] if k < sizes[0] + sizes[1] else SPLITS[2]
     records: dict[str, list[dict]] = {s: [] for s in SPLITS}
     qid = 0
-    for scene, qs in zip(scenes, chosen):
+    option_rng = np.random.default_rng([config.seed, 5])   # multiple-choice option order
+    for row, (scene, qs) in enumerate(zip(scenes, chosen)):
         for q in qs:
             qid += 1
-            records[split[scene["video_id"]]].append(record(scene["video_id"], qid, q))
+            records[split[scene["video_id"]]].append(
+                fmt.record(scene["video_id"], qid, q, option_rng, row))
     return SynthPlan(config, pal, scenes, split, records)
 
 
@@ -297,7 +339,7 @@ def synthesize(out_dir: str | Path, n_videos: int | None = None, seed: int | Non
         n_questions=len(all_recs),
         videos_per_split={s: sum(1 for v in p.split.values() if v == s) for s in SPLITS},
         questions_per_split={s: len(r) for s, r in p.records.items()},
-        questions_per_type=dict(Counter(type_name(json.loads(r["type"])) for r in all_recs)),
+        questions_per_type=dict(Counter(QA_FORMATS[config.format].type_of(r) for r in all_recs)),
         n_without_audio=sum(1 for s in p.scenes if not s["has_audio"]),
         min_duration=min(durations), max_duration=max(durations),
         total_video_seconds=round(sum(durations), 1),
@@ -317,4 +359,4 @@ def load_scenes(path: str | Path) -> dict:
 
 
 __all__ = ["SynthConfig", "SynthPlan", "SynthSummary", "plan", "synthesize", "load_scenes",
-           "scene_answers", "record", "TYPES"]
+           "scene_answers", "record", "TYPES", "QA_FORMATS"]

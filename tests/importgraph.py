@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 #: the project's packages (cli.py, benchmarks/ and tests/ sit on top and may import anything)
-PACKAGES = ("extract", "train", "model", "store", "qa", "synth", "common")
+PACKAGES = ("extract", "train", "model", "store", "qa", "synth", "common", "infer")
 
 
 def module_name(root: Path, path: Path) -> str:

@@ -18,6 +18,7 @@ ALLOWED = {
     "synth": {"common", "qa", "store"},
     "extract": {"common", "store", "qa"},
     "train": {"common", "store", "model", "qa"},
+    "infer": {"common", "store", "model", "qa", "extract", "train"},   # ask: a run on a raw video
 }
 
 #: the violations the code still has, each to be removed by issue 12's refactor (the list may only

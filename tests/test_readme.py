@@ -112,6 +112,23 @@ COVERAGE: dict[str, list[str]] = {
     "python cli.py model --variant --visual-dim --text-dim --options": [
         "tests/test_readme.py::test_readme_model_commands_run_and_the_table_is_current"],
     "python cli.py synth": ["make demo", "tests/test_synth.py::test_rerun_reuses_and_cli_matches_api"],
+    # --- import, ask, AVQA synth (issue #15)
+    "python cli.py import-features --audio --visual --annotations --out": [
+        "tests/test_import_features.py::test_cli_import_and_errors"],                        # CLI
+    "python cli.py import-features --visual-name": [
+        "tests/test_import_features.py::test_cli_import_and_errors"],
+    "python cli.py ask --run --top": ["tests/test_avqa_ask.py::test_ask_cli_json_and_refusals"],
+    "python cli.py ask --options --json": ["tests/test_avqa_ask.py::test_ask_cli_json_and_refusals"],
+    "python cli.py ask --question --type --checkpoint": [
+        "tests/test_avqa_ask.py::test_ask_cli_json_and_refusals"],
+    "python cli.py synth --out --config": [                                                   # API
+        "tests/test_avqa_ask.py::test_synth_writes_the_official_avqa_record_format"],
+    "python cli.py extract --videos --annotations --out --config": [
+        "make demo", "tests/test_avqa_ask.py::test_avqa_end_to_end_beats_chance_by_20_points"],
+    "python cli.py train --store --config --out --name": [
+        "make demo", "tests/test_avqa_ask.py::test_avqa_end_to_end_beats_chance_by_20_points"],
+    "python cli.py eval --run --split": [
+        "make demo", "tests/test_avqa_ask.py::test_avqa_end_to_end_beats_chance_by_20_points"],
     # --- running tests
     "pytest -q": ["Makefile:test"],                         # python -m pytest
 }
