@@ -309,19 +309,3 @@ def test_a_device_that_does_not_exist_is_a_user_error(gen, tmp_path, device, mes
     assert res.exit_code == 2, res.output
     assert message in res.output and "Traceback" not in res.output
 
-
-def test_a_run_puts_back_the_process_wide_torch_settings_it_changes(tmp_path):
-    """num_threads / deterministic of one run do not leak into the next in-process run (ablate
-    and the tests train in-process; a later run's arithmetic must not depend on them)."""
-    import torch
-
-    from train import load_train_config, train
-
-    gen = make_store(tmp_path / "feats.h5", n_videos=12, seed=5)
-    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
-    cfg = load_train_config(None, {"store": str(gen.path), "out": str(tmp_path / "runs"),
-                                   "epochs": 1, "device": "cpu", "num_threads": 1,
-                                   "deterministic": not before[1], "model.d_model": 16,
-                                   "model.n_layers": 1})
-    train(cfg)
-    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before

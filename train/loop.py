@@ -116,14 +116,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
           on_epoch: Callable[[dict], None] | None = None) -> RunResult:
     """Train (or, with ``resume`` = a run dir / ``runs/latest``, continue) one run."""
     ctx = init_distributed(cfg.device)
-    # process-wide torch settings a run changes are put back (ablate and tests train in-process)
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:
         return _train(cfg, ctx, resume, on_epoch)
     finally:
         shutdown(ctx)
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
 
 
 def _train(cfg: TrainConfig, ctx: DistContext, resume, on_epoch) -> RunResult:
