@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from common.config import resolve, to_dict
-from qa.annotations import DATASETS, Vocabulary, load_annotations
+from qa.annotations import load_annotations, stored_vocabulary
 from store import FeatureStore, StoreLock, rebuild_index
 from store.layout import complete_shards, temp_files
 from store.schema import check_video_id
@@ -35,10 +35,10 @@ from store.schema import check_video_id
 from .config import ExtractConfig
 from .decode import pad_to
 from .discover import VideoFile
-from .encode import EncodedVideo, encode_questions, options_count, random_weight_names, store_attrs
+from .encode import EncodedVideo, options_count, random_weight_names, store_attrs
 from .errors import ExtractError
-from .pipeline import ExtractSummary
-from .shards import write_shard
+from .pipeline import ExtractSummary, LocalRunner, pending_questions
+from .shards import ChunkResult, write_shard
 from .weights import sha256_file
 
 log = logging.getLogger(__name__)
@@ -265,26 +265,15 @@ def _check_compatible(attrs: dict, existing: dict, entry: Path) -> None:
 
 def _add_questions(records: list, entry: Path, attrs: dict, enc: Any, cfg: ImportConfig,
                    summary: ExtractSummary) -> None:
-    """Encode and write the questions whose video is in the store and which are not yet there."""
-    with FeatureStore(entry) as fs:
-        in_store = set(fs.video_ids.tolist())
-        have_q = set(fs.question_ids.tolist())
-    pending = []
-    for r in records:
-        if r.question_id in have_q:
-            summary.questions_skipped += 1
-        elif r.video_id in in_store:
-            pending.append(r)
-        else:
-            summary.questions_without_video += 1
-    tcfg = cfg.text_config()
-    for lo in range(0, len(pending), cfg.question_shard_size):
-        chunk = pending[lo:lo + cfg.question_shard_size]
-        res = write_shard(entry, attrs, questions=encode_questions(chunk, enc, tcfg,
-                                                                   int(attrs["n_options"])))
+    """Encode and write the questions whose video is in the store and which are not yet there,
+    as extraction does (:class:`extract.pipeline.LocalRunner`)."""
+    def on_result(r: ChunkResult) -> None:
         summary.shards_written += 1
-        summary.questions_added += res.questions
+        summary.questions_added += r.questions
+
+    pending = pending_questions(entry, records, summary)
     if pending:
+        LocalRunner(cfg.text_config(), enc).run_questions(pending, attrs, entry, on_result)
         rebuild_index(entry)
 
 
@@ -299,7 +288,7 @@ def _existing(entry: Path) -> tuple[dict | None, set[str], Any]:
         return None, set(), None
     with FeatureStore(entry) as fs:
         attrs, have = dict(fs.attrs), set(fs.video_ids.tolist())
-    vocab = Vocabulary.from_attrs(attrs) if attrs.get("dataset") in DATASETS else None
+    vocab = stored_vocabulary(attrs)
     return attrs, have, vocab
 
 

@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from qa.annotations import (Vocabulary, dataset_names, find_annotation_files, load_annotations,
-                            vocabulary_for)
+from qa.annotations import find_annotation_files, load_annotations, stored_vocabulary, vocabulary_for
 from store import FeatureStore, StoreLock, drop_videos, rebuild_index
 from store.attrs import attr_differences
 from store.index import read_shard_summary
@@ -139,11 +138,6 @@ def _load_records(cfg: ExtractConfig, store_vocab: Any = None) -> tuple[list, An
     if cfg.split:
         records = [r for r in records if r.split == cfg.split]
     return records, vocab
-
-
-def _vocab_from_attrs(attrs: dict) -> Any:
-    """The store's vocabulary (None for a store of no known dataset)."""
-    return Vocabulary.from_attrs(attrs) if attrs.get("dataset") in dataset_names() else None
 
 
 #: extractor settings that change the video features without changing a store attribute
@@ -367,7 +361,7 @@ def _plan(cfg: ExtractConfig, entry: Path, existing: dict | None, summary: Extra
     if not cfg.questions_only:
         videos = discover_videos(cfg.videos, rejected)
     summary.videos_found = len(videos) + len(rejected)
-    store_vocab = _vocab_from_attrs(existing) if existing else None
+    store_vocab = stored_vocabulary(existing) if existing else None
     records, vocab = _load_records(cfg, store_vocab)
     vocab = next((v for v in (vocab, store_vocab) if v is not None), None) or vocabulary_for(cfg.dataset)
     summary.questions_found = len(records)
@@ -466,9 +460,9 @@ def _write(cfg: ExtractConfig, entry: Path, plan: _Plan, enc: Any, attrs: dict,
             runner.close()
 
 
-def _write_questions(entry: Path, records: list, attrs: dict, runner: Any, summary: ExtractSummary,
-                     on_result: Callable[[ChunkResult], None]) -> None:
-    """Questions whose video is in the store and that are not there yet."""
+def pending_questions(entry: Path, records: list, summary: ExtractSummary) -> list:
+    """The records whose video is in the store at ``entry`` and whose id is not there yet; the
+    others are counted in ``summary`` (already stored / no video)."""
     in_store: set[str] = set()
     have_q: set[int] = set()
     if entry.exists():
@@ -483,6 +477,13 @@ def _write_questions(entry: Path, records: list, attrs: dict, runner: Any, summa
             pending.append(r)
         else:
             summary.questions_without_video += 1
+    return pending
+
+
+def _write_questions(entry: Path, records: list, attrs: dict, runner: Any, summary: ExtractSummary,
+                     on_result: Callable[[ChunkResult], None]) -> None:
+    """Questions whose video is in the store and that are not there yet."""
+    pending = pending_questions(entry, records, summary)
     if summary.questions_without_video:
         log.warning("%d questions are about videos that are not in the store (missing or failed); "
                     "they were not written", summary.questions_without_video)

@@ -241,6 +241,11 @@ def dataset_names() -> tuple[str, ...]:
     return tuple(_FORMATS)
 
 
+def stored_vocabulary(attrs: dict) -> Vocabulary | None:
+    """The vocabulary a store's attributes hold; None for a store of no registered dataset."""
+    return Vocabulary.from_attrs(attrs) if attrs.get("dataset") in dataset_names() else None
+
+
 def _dataset_name(dataset: str) -> str:
     name = str(dataset).strip().lower().replace("_", "-")
     if name not in _FORMATS:
