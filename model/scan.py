@@ -144,7 +144,10 @@ if triton is not None:
                 h = tl.exp(rdt[:, None] * A) * h + (rdt * ru)[:, None] * rB[None, :]
                 tl.store(cs + j * DIM * N, h, mask=m2)
                 ru, rdl, rB = ru2, rdl2, rB2
-            hp = h  # the reverse loop carries h_t in registers and loads only h_{t-1}
+            # the reverse loop carries h_t and h_{t-1} in registers and loads h_{t-2} one step ahead
+            hp = h
+            hn = tl.load(cs + (steps - 2) * DIM * N, mask=m2 & (steps >= 2), other=0.0) \
+                + tl.load(ck + k * DIM * N, mask=m2 & (steps == 1), other=0.0)
             for jj in range(steps):
                 j = steps - 1 - jj
                 t = t0 + j
@@ -155,8 +158,9 @@ if triton is not None:
                 z2, C2 = _load_out(z_ptr, c_ptr, pb, t - 1, ok, offs, m, n, sz_b, sz_t, sc_b, sc_t)
                 dout2 = tl.load(dy_ptr + row - DIM, mask=m & ok, other=0.0).to(tl.float32)
                 h = hp
-                hp = tl.load(cs + (j - 1) * DIM * N, mask=m2 & (j > 0), other=0.0) \
-                    + tl.load(ck + k * DIM * N, mask=m2 & (j == 0), other=0.0)
+                hp = hn
+                hn = tl.load(cs + (j - 2) * DIM * N, mask=m2 & (j >= 2), other=0.0) \
+                    + tl.load(ck + k * DIM * N, mask=m2 & (j == 1), other=0.0)
                 draw = dl + bias
                 dt = _softplus(draw)
                 sz = tl.sigmoid(z)
@@ -184,57 +188,59 @@ if triton is not None:
         tl.store(dbias_ptr + pb * DIM + offs, gbias, mask=m)
 
 
-    @triton.jit
-    def _conv_fwd(x_ptr, w_ptr, bias_ptr, pre_ptr, y_ptr, L, DIM, sx_b, sx_t,
-                  K: tl.constexpr, BLOCK: tl.constexpr):
-        pb, pd = tl.program_id(0).to(tl.int64), tl.program_id(1)
-        offs = pd * BLOCK + tl.arange(0, BLOCK)
-        m = offs < DIM
-        bias = tl.load(bias_ptr + offs, mask=m, other=0.0).to(tl.float32)
-        for t in range(L):
-            acc = bias
-            for k in tl.static_range(K):
-                s = t - (K - 1) + k
-                w = tl.load(w_ptr + offs * K + k, mask=m, other=0.0).to(tl.float32)
-                acc += w * tl.load(x_ptr + pb * sx_b + s * sx_t + offs, mask=m & (s >= 0), other=0.0).to(tl.float32)
-            row = pb * L * DIM + t * DIM + offs
-            tl.store(pre_ptr + row, acc.to(pre_ptr.dtype.element_ty), mask=m)
-            tl.store(y_ptr + row, (acc * tl.sigmoid(acc)).to(y_ptr.dtype.element_ty), mask=m)
+    # The convolution has no recurrence: each program takes a tile of BT time steps x BD
+    # channels, so all time steps run in parallel (a loop over time was latency-bound).
 
     @triton.jit
-    def _conv_bwd(x_ptr, w_ptr, pre_ptr, dy_ptr, dx_ptr, dw_ptr, dbias_ptr, L, DIM, sx_b, sx_t,
-                  K: tl.constexpr, BLOCK: tl.constexpr):
-        pb, pd = tl.program_id(0).to(tl.int64), tl.program_id(1)
-        offs = pd * BLOCK + tl.arange(0, BLOCK)
+    def _conv_fwd(x_ptr, w_ptr, bias_ptr, pre_ptr, y_ptr, L, DIM, sx_b, sx_t,
+                  K: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr):
+        pb, pt, pd = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
+        t = pt * BT + tl.arange(0, BT)[:, None]
+        offs = pd * BD + tl.arange(0, BD)[None, :]
         m = offs < DIM
-        kk = tl.arange(0, K)
-        W = tl.load(w_ptr + offs[:, None] * K + kk[None, :], mask=m[:, None], other=0.0).to(tl.float32)
-        gw = tl.zeros((BLOCK, K), dtype=tl.float32)
-        gb = tl.zeros((BLOCK,), dtype=tl.float32)
+        acc = tl.zeros((BT, BD), dtype=tl.float32) + tl.load(bias_ptr + offs, mask=m, other=0.0).to(tl.float32)
+        for k in tl.static_range(K):
+            s = t - (K - 1) + k
+            w = tl.load(w_ptr + offs * K + k, mask=m, other=0.0).to(tl.float32)
+            acc += w * tl.load(x_ptr + pb * sx_b + s * sx_t + offs, mask=m & (s >= 0) & (s < L),
+                               other=0.0).to(tl.float32)
+        row = pb * L * DIM + t * DIM + offs
+        ok = m & (t < L)
+        tl.store(pre_ptr + row, acc.to(pre_ptr.dtype.element_ty), mask=ok)
+        tl.store(y_ptr + row, (acc * tl.sigmoid(acc)).to(y_ptr.dtype.element_ty), mask=ok)
+
+    @triton.jit
+    def _dpre(pre_ptr, dy_ptr, rows, ok):
+        """d loss / d pre-activation: dy * silu'(pre), float32; zero where not ``ok``."""
+        p = tl.load(pre_ptr + rows, mask=ok, other=0.0).to(tl.float32)
+        sp = tl.sigmoid(p)
+        return tl.load(dy_ptr + rows, mask=ok, other=0.0).to(tl.float32) * sp * (1.0 + p * (1.0 - sp))
+
+    @triton.jit
+    def _conv_bwd(x_ptr, w_ptr, pre_ptr, dy_ptr, dx_ptr, dw_ptr, dbias_ptr, L, DIM, NT, sx_b, sx_t,
+                  K: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr):
+        """dx of the tile; dw, dbias summed over the tile's steps into row (pb * NT + pt)."""
+        pb, pt, pd = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
+        t = pt * BT + tl.arange(0, BT)[:, None]
+        offs1 = pd * BD + tl.arange(0, BD)
+        offs = offs1[None, :]
+        m = offs < DIM
         base = pb * L * DIM
-        for t in range(L):
-            # x_t feeds outputs t .. t + K - 1, through tap k = K - 1 - (s - t)
-            dx = tl.zeros((BLOCK,), dtype=tl.float32)
-            for j in tl.static_range(K):
-                s = t + j
-                ok = m & (s < L)
-                p = tl.load(pre_ptr + base + s * DIM + offs, mask=ok, other=0.0).to(tl.float32)
-                sp = tl.sigmoid(p)
-                dp = tl.load(dy_ptr + base + s * DIM + offs, mask=ok, other=0.0).to(tl.float32) * sp * (1.0 + p * (1.0 - sp))
-                dx += dp * tl.sum(tl.where(kk[None, :] == K - 1 - j, W, 0.0), axis=1)
-                if j == 0:
-                    gb += dp
-            tl.store(dx_ptr + base + t * DIM + offs, dx.to(dx_ptr.dtype.element_ty), mask=m)
-            # dw[k] += dpre_t * x_{t-K+1+k}
-            p = tl.load(pre_ptr + base + t * DIM + offs, mask=m, other=0.0).to(tl.float32)
-            sp = tl.sigmoid(p)
-            dp = tl.load(dy_ptr + base + t * DIM + offs, mask=m, other=0.0).to(tl.float32) * sp * (1.0 + p * (1.0 - sp))
-            for k in tl.static_range(K):
-                s = t - (K - 1) + k
-                xs = tl.load(x_ptr + pb * sx_b + s * sx_t + offs, mask=m & (s >= 0), other=0.0).to(tl.float32)
-                gw += tl.where(kk[None, :] == k, (dp * xs)[:, None], 0.0)
-        tl.store(dw_ptr + (pb * DIM + offs[:, None]) * K + kk[None, :], gw, mask=m[:, None])
-        tl.store(dbias_ptr + pb * DIM + offs, gb, mask=m)
+        # x_t feeds outputs t .. t + K - 1, through tap k = K - 1 - j
+        dx = tl.zeros((BT, BD), dtype=tl.float32)
+        for j in tl.static_range(K):
+            s = t + j
+            w = tl.load(w_ptr + offs * K + (K - 1 - j), mask=m, other=0.0).to(tl.float32)
+            dx += w * _dpre(pre_ptr, dy_ptr, base + s * DIM + offs, m & (s < L))
+        tl.store(dx_ptr + base + t * DIM + offs, dx.to(dx_ptr.dtype.element_ty), mask=m & (t < L))
+        dp = _dpre(pre_ptr, dy_ptr, base + t * DIM + offs, m & (t < L))
+        part = pb * NT + pt
+        tl.store(dbias_ptr + part * DIM + offs1, tl.sum(dp, axis=0), mask=offs1 < DIM)
+        for k in tl.static_range(K):  # dw[k] += dpre_t * x_{t-K+1+k}
+            s = t - (K - 1) + k
+            xs = tl.load(x_ptr + pb * sx_b + s * sx_t + offs, mask=m & (s >= 0) & (s < L),
+                         other=0.0).to(tl.float32)
+            tl.store(dw_ptr + (part * DIM + offs1) * K + k, tl.sum(dp * xs, axis=0), mask=offs1 < DIM)
 
     if not INTERPRET:  # the interpreter cannot time configurations: it runs FIXED
         _scan_fwd = triton.autotune(configs=CONFIGS, key=["DIM", "N"])(_scan_fwd)
@@ -287,7 +293,7 @@ class _SelectiveScan(torch.autograd.Function):
                 dbias_part.sum(0))
 
 
-CONV_BLOCK = 64
+CONV_BT, CONV_BD = 16, 64  # convolution tile: time steps x channels
 CHUNK = 8  # backward: states kept in memory per program (the rest recomputed from checkpoints)
 
 
@@ -299,8 +305,9 @@ class _CausalConvSiLU(torch.autograd.Function):
         w = weight.reshape(d, K).contiguous()
         pre = torch.empty((b, L, d), dtype=x.dtype, device=x.device)
         y = torch.empty_like(pre)
-        grid = (b, triton.cdiv(d, CONV_BLOCK))
-        _conv_fwd[grid](x, w, bias, pre, y, L, d, *_strides(x), K=K, BLOCK=CONV_BLOCK, num_warps=2)
+        grid = (b, triton.cdiv(L, CONV_BT), triton.cdiv(d, CONV_BD))
+        _conv_fwd[grid](x, w, bias, pre, y, L, d, *_strides(x), K=K, BT=CONV_BT, BD=CONV_BD,
+                        num_warps=4)
         ctx.save_for_backward(x, w, pre)
         ctx.weight_shape = weight.shape
         return y
@@ -309,13 +316,13 @@ class _CausalConvSiLU(torch.autograd.Function):
     def backward(ctx, dy):
         x, w, pre = ctx.saved_tensors
         b, L, d = x.shape
-        K = w.shape[1]
+        K, nt = w.shape[1], triton.cdiv(L, CONV_BT)
         dx = torch.empty((b, L, d), dtype=x.dtype, device=x.device)
-        dw = torch.empty((b, d, K), dtype=torch.float32, device=x.device)
-        dbias = torch.empty((b, d), dtype=torch.float32, device=x.device)
-        grid = (b, triton.cdiv(d, CONV_BLOCK))
-        _conv_bwd[grid](x, w, pre, dy.contiguous(), dx, dw, dbias, L, d, *_strides(x), K=K,
-                        BLOCK=CONV_BLOCK, num_warps=2)
+        dw = torch.empty((b * nt, d, K), dtype=torch.float32, device=x.device)
+        dbias = torch.empty((b * nt, d), dtype=torch.float32, device=x.device)
+        grid = (b, nt, triton.cdiv(d, CONV_BD))
+        _conv_bwd[grid](x, w, pre, dy.contiguous(), dx, dw, dbias, L, d, nt, *_strides(x), K=K,
+                        BT=CONV_BT, BD=CONV_BD, num_warps=4)
         return dx, dw.sum(0).reshape(ctx.weight_shape), dbias.sum(0)
 
 

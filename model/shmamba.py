@@ -113,19 +113,19 @@ class SHMamba(nn.Module):
         """
         self._check_inputs(audio, visual, question, tokens, token_mask, video_index, options,
                            video_mask)
-        dtype = self.audio_enc.weight.dtype
+        dtype, cast = self.audio_enc.weight.dtype, self._cast
 
         # per video
-        a = self.drop(self.audio_enc(audio.to(dtype)))
-        v = self.drop(self.visual_enc(visual.to(dtype)))
+        a = self.drop(self.audio_enc(cast(audio)))
+        v = self.drop(self.visual_enc(cast(visual)))
         a, v, align_loss, curvature = self.align(a, v, video_mask)
         a, v = self.temporal(a.to(dtype), v.to(dtype))
         state = self.fusion.per_video(a, v)
 
         # per question
-        q = self.question_enc(question.to(dtype))
+        q = self.question_enc(cast(question))
         if self.token_pool is not None:
-            tok = self.question_enc(tokens.to(dtype))
+            tok = self.question_enc(cast(tokens))
             q = q + self.token_pool(q, self.token_pool.keys_values(tok), None, token_mask)[0]
         pooled, attention = self.fusion.per_question(state, q, video_index)
         z = self.head(torch.cat([pooled, q], dim=-1))
@@ -133,7 +133,7 @@ class SHMamba(nn.Module):
         extra = {} if attention is None else {"attention": attention}
         answer_logits = self.classifier(z) if self.classifier is not None else None
         if options is not None:
-            o = self.option_enc(options.to(dtype))                          # [B, K, d]
+            o = self.option_enc(cast(options))                                  # [B, K, d]
             logits = torch.einsum("bd,bkd->bk", z, o) / math.sqrt(z.shape[-1])
             if answer_logits is not None:
                 extra["answer_logits"] = answer_logits
@@ -141,13 +141,19 @@ class SHMamba(nn.Module):
             logits = answer_logits
         return ModelOutput(logits=logits, align_loss=align_loss, curvature=curvature, extra=extra)
 
+    def _cast(self, x: torch.Tensor) -> torch.Tensor:
+        """Store features (float16) in the weights' dtype; under autocast the linear layer casts
+        them itself, and float16 -> bfloat16 directly equals float16 -> float32 -> bfloat16."""
+        if torch.is_autocast_enabled(x.device.type) and x.dtype != torch.float64:  # autocast skips float64
+            return x
+        return x.to(self.audio_enc.weight.dtype)
+
     def video_embedding(self, audio: torch.Tensor, visual: torch.Tensor):
         """What the alignment compares, per video: the time-pooled clipped tangent vectors of the
         audio and the visual sequence [V, d] (float32) and the curvature c [V] (None for
         ``euclidean``).  Call in eval mode for values without dropout (curvature records, views)."""
-        dtype = self.audio_enc.weight.dtype
-        a = self.drop(self.audio_enc(audio.to(dtype)))
-        v = self.drop(self.visual_enc(visual.to(dtype)))
+        a = self.drop(self.audio_enc(self._cast(audio)))
+        v = self.drop(self.visual_enc(self._cast(visual)))
         ua, uv, c = self.align.embed(a, v)
         return ua.mean(dim=1), uv.mean(dim=1), c
 

@@ -46,21 +46,23 @@ SCRIPT = textwrap.dedent('''
                               torch.autograd.grad(yr, xs, g)):
             check(f"{name} L={L}", a, r, 1e-5)
 
-    # the block: same weights as mambapy's
-    cfg = MambaConfig(d_model=16, n_layers=1, d_state=8, expand_factor=2, d_conv=4)
-    ref, fast = MambaBlock(cfg), TritonMambaBlock(cfg)
-    fast.load_state_dict(ref.state_dict())
-    x = torch.randn(2, 11, 16, requires_grad=True)
-    out_f, out_r = fast(x), ref(x)
-    check("block", out_f, out_r, 1e-5)
-    go = torch.randn_like(out_r)
-    out_f.backward(go)
-    grads_f = {k: p.grad.clone() for k, p in fast.named_parameters()}
-    gx_f = x.grad.clone(); x.grad = None
-    out_r.backward(go)
-    check("block dx", gx_f, x.grad, 1e-4)
-    for k, p in ref.named_parameters():
-        check("block d" + k, grads_f[k], p.grad, 1e-4)
+    # the block: same weights as mambapy's; (2, 11, 16): one convolution tile; (2, 37, 40): three
+    # time tiles (CONV_BT = 16) and two channel tiles (CONV_BD = 64 < 80 inner channels), both partial
+    for b, L, dm in ((2, 11, 16), (2, 37, 40)):
+        cfg = MambaConfig(d_model=dm, n_layers=1, d_state=8, expand_factor=2, d_conv=4)
+        ref, fast = MambaBlock(cfg), TritonMambaBlock(cfg)
+        fast.load_state_dict(ref.state_dict())
+        x = torch.randn(b, L, dm, requires_grad=True)
+        out_f, out_r = fast(x), ref(x)
+        check("block", out_f, out_r, 1e-5)
+        go = torch.randn_like(out_r)
+        out_f.backward(go)
+        grads_f = {k: p.grad.clone() for k, p in fast.named_parameters()}
+        gx_f = x.grad.clone(); x.grad = None
+        out_r.backward(go)
+        check(f"block dx L={L}", gx_f, x.grad, 1e-4)
+        for k, p in ref.named_parameters():
+            check(f"block d{k} L={L}", grads_f[k], p.grad, 1e-4)
     print(f"OK worst relative error {worst:.2e}")
 ''')
 
