@@ -24,7 +24,7 @@ def build(data, model_cfg, device, args, graph: bool):
     """``step(k)`` of the training step, as the training benchmark builds it (lr 1e-4, alignment
     weight 0.1, clipping 1.0, bf16 autocast on CUDA)."""
     settings = SimpleNamespace(lr=1e-4, align_weight=0.1, grad_clip=1.0, amp="auto", split="train",
-                               compile=False)
+                               compile=args.compile)
     idx = batch_index_lists(data, "train", args.batch_size, 2 * args.steps + 8, 0, args.sampler)
     return our_step(data, model_cfg, device, settings, idx, graph)
 
@@ -57,6 +57,9 @@ def main(argv=None) -> None:
     ap.add_argument("--sampler", default="question", choices=["question", "video"])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--compile", default="graph", choices=["graph", "all", "none"],
+                    help="where the model is torch.compile-d (as benchmarks/train_throughput.py)")
+    ap.add_argument("--graph-only", action="store_true", help="profile only the CUDA-graph step")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
     from train.data import StoreData, open_store
@@ -65,7 +68,7 @@ def main(argv=None) -> None:
     store = open_store(args.store)
     model_cfg = model_config_for_store(store, "shmamba", {})
     data = StoreData(store, ["train"], device, with_tokens=False)
-    for graph in (False, True):
+    for graph in (True,) if args.graph_only else (False, True):
         wall, kernels = measure(build(data, model_cfg, device, args, graph), device, args)
         total = sum(v[1] for v in kernels.values()) / args.steps
         count = sum(v[0] for v in kernels.values()) / args.steps

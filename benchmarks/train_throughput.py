@@ -2,13 +2,14 @@
 our path vs a peer-style path in the same run, and the FLOP floor of an epoch.
 
     python benchmarks/train_throughput.py STORE/feats.h5 [--batch-sizes 256 1024 4096]
-        [--steps 30] [--compile] [--peer-workers 8] [--peak-tflops 989] [--json out.json]
+        [--steps 30] [--compile graph|all|none] [--peer-workers 8] [--peak-tflops 989] [--json out.json]
 
 * ours: ``train.data.StoreData`` (the split's videos and questions resident on the device, a
   batch is an index gather; the model runs each distinct video of a batch once,
   ``video_index``), bf16 autocast on CUDA (``--amp``), AdamW (+ RiemannianAdam) as
   ``train.loop`` builds them, grad clipping; one row per ``--batch-sizes`` entry;
-  ``--compile`` wraps the model in ``torch.compile``.
+  ``--compile`` says where the model is ``torch.compile``-d: in the CUDA-graph step (default, as
+  ``train`` does), everywhere, or nowhere; the peer-style path is never compiled.
 * peer-style (``peer_style.py``): the split exported to one float32 ``.npy`` per video per
   feature and one per question (export time reported, not counted), a ``DataLoader``
   (``--peer-batch`` 64, ``--peer-workers`` 8, shuffle, pinned memory on CUDA) that ``np.load``s
@@ -170,14 +171,14 @@ def peak_gib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
 
-def new_model(model_cfg, device, args):
+def new_model(model_cfg, device, args, compile: bool = False):
     from model import build_model
     from train.config import TrainConfig
     from train.optim import make_optimizers
 
     model = build_model(model_cfg, seed=0).to(device).train()
     opts = make_optimizers(model, TrainConfig(lr=args.lr))
-    run = torch.compile(model) if args.compile else model
+    run = torch.compile(model) if compile else model
     return model, run, opts
 
 
@@ -187,14 +188,15 @@ def our_step(data, model_cfg, device, args, idx: list, graph: bool = False):
     runs batch k and returns (questions, distinct videos) of it."""
     from train.step import EagerStep, GraphStep, StepSettings, pack_plans, plans_shape
 
-    model, run, opts = new_model(model_cfg, device, args)
+    model, run, opts = new_model(model_cfg, device, args, compile=args.compile == "all" and not graph)
     scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: 1.0) for o in opts]
     settings = StepSettings(args.align_weight, args.grad_clip, 0.0)
     autocast = amp_ctx(device, args.amp)
     answers = data.splits[args.split].answer
     scales = [(1.0 / max(1, int((answers[i] >= 0).sum())), 1.0) for i in idx]
     if graph:
-        step_fn = GraphStep(model, opts, scheds, settings, autocast, data, args.split)
+        step_fn = GraphStep(model, opts, scheds, settings, autocast, data, args.split,
+                            compile=args.compile != "none")
         plans_np = [data.plan(args.split, i) for i in idx]
         shape = step_fn.prepare(plans_shape(plans_np, max(len(i) for i in idx)))
         plans = torch.from_numpy(pack_plans(plans_np, shape)).to(device)
@@ -340,7 +342,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--default-epochs", type=int, default=2,
                     help="also time `python cli.py train --store STORE --epochs N` with its "
                          "defaults (0 = skip); its row shows the last epoch, validation included")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the model (both paths)")
+    ap.add_argument("--compile", default="graph", choices=["graph", "all", "none"],
+                    help="torch.compile the model: in the CUDA-graph step as `train` does (graph), in "
+                         "the eager step too (all), or nowhere; never in the peer-style path")
     ap.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"],
                     help="auto = bf16 autocast on CUDA, none on CPU")
     ap.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
@@ -479,7 +483,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "QA/s with measured/floor <= 20 (one H100)",
     }
     print_table(f"Training throughput (fwd+bwd+opt, data included) - {args.variant}, T={T}, "
-                f"amp={args.amp}{', compiled' if args.compile else ''} - {dev_name}", cols, rows,
+                f"amp={args.amp}, compile={args.compile} - {dev_name}", cols, rows,
                 json_out=args.json, meta=meta)
     if best_qa_s:
         ratio = f", {best_qa_s / peer_qa_s:.1f}x peer-style" if peer_qa_s else ""

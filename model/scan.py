@@ -144,10 +144,7 @@ if triton is not None:
                 h = tl.exp(rdt[:, None] * A) * h + (rdt * ru)[:, None] * rB[None, :]
                 tl.store(cs + j * DIM * N, h, mask=m2)
                 ru, rdl, rB = ru2, rdl2, rB2
-            # the reverse loop carries h_t and h_{t-1} in registers and loads h_{t-2} one step ahead
-            hp = h
-            hn = tl.load(cs + (steps - 2) * DIM * N, mask=m2 & (steps >= 2), other=0.0) \
-                + tl.load(ck + k * DIM * N, mask=m2 & (steps == 1), other=0.0)
+            hp = h  # the reverse loop carries h_t in registers and loads only h_{t-1}
             for jj in range(steps):
                 j = steps - 1 - jj
                 t = t0 + j
@@ -158,9 +155,8 @@ if triton is not None:
                 z2, C2 = _load_out(z_ptr, c_ptr, pb, t - 1, ok, offs, m, n, sz_b, sz_t, sc_b, sc_t)
                 dout2 = tl.load(dy_ptr + row - DIM, mask=m & ok, other=0.0).to(tl.float32)
                 h = hp
-                hp = hn
-                hn = tl.load(cs + (j - 2) * DIM * N, mask=m2 & (j >= 2), other=0.0) \
-                    + tl.load(ck + k * DIM * N, mask=m2 & (j == 1), other=0.0)
+                hp = tl.load(cs + (j - 1) * DIM * N, mask=m2 & (j > 0), other=0.0) \
+                    + tl.load(ck + k * DIM * N, mask=m2 & (j == 0), other=0.0)
                 draw = dl + bias
                 dt = _softplus(draw)
                 sz = tl.sigmoid(z)

@@ -234,9 +234,10 @@ class Trainer:
         settings = StepSettings(float(cfg.align_weight), float(cfg.grad_clip), float(cfg.label_smoothing))
         autocast = graph_autocast(self.ctx.device, cfg.amp)
         if cfg.cuda_graph and ok[0]:
-            self.log(f"training step: CUDA graph ({ok[1]}), static batch {cfg.batch_size}")
+            self.log(f"training step: CUDA graph ({ok[1]}), static batch {cfg.batch_size}, "
+                     f"{'torch.compile' if cfg.compile else 'not compiled'}")
             return GraphStep(self.model, self.optimizers, self.schedulers, settings, autocast,
-                             self.data, cfg.train_split)
+                             self.data, cfg.train_split, compile=cfg.compile, warn=self.warn)
         why = "cuda_graph = false" if not cfg.cuda_graph else ok[1]
         self.log(f"training step: eager ({why})")
         train_model = self.model

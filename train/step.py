@@ -3,7 +3,8 @@
 * :class:`EagerStep` is the reference: a :class:`~train.data.Batch` through forward, loss,
   backward, grad clipping, the optimizers and the LR schedule.  Any device, DDP, streamed data.
 * :class:`GraphStep` captures forward, loss, backward and clipping of a *static-shape* batch in a
-  CUDA graph and replays it; the fused AdamW step and the schedule run after each replay.  A
+  CUDA graph and replays it; the fused AdamW step and the schedule run after each replay.  With
+  ``compile`` the model inside the graph is ``torch.compile``-d (half the kernels per step).  A
   batch is padded to ``batch_size`` questions and to the most distinct videos of any batch of
   the epoch, rounded up to 8 (:func:`plans_shape`, :func:`pack_plans`);
   padded questions have no answer and padded videos are masked out of the alignment loss, so the
@@ -152,8 +153,12 @@ class GraphStep:
     takes a device plan row and device scales [2]."""
 
     def __init__(self, model, optimizers, schedulers, settings: StepSettings, autocast: Callable,
-                 data: StoreData, split: str, warmup: int = 3):
+                 data: StoreData, split: str, warmup: int = 3, compile: bool = False,
+                 warn: Callable[[str], None] | None = None):
         self.model, self.optimizers, self.schedulers, self.s = model, optimizers, schedulers, settings
+        # torch.compile fuses the small elementwise kernels that the graph would replay one by one
+        self.run_model = torch.compile(model) if compile else model
+        self.compile_untried, self.warn = compile, warn or (lambda msg: None)
         self.autocast, self.data, self.split = autocast, data, split
         self.acc = torch.zeros(4, dtype=torch.float64, device=data.device)
         self.scales = torch.ones(2, dtype=torch.float32, device=data.device)
@@ -176,7 +181,7 @@ class GraphStep:
         """Reads only the static buffers; writes grads and ``acc``."""
         batch, video_mask = gather_static(self.data, self.split, self.plan, self.shape)
         with self.autocast():
-            out = forward(self.model, batch, video_mask)
+            out = forward(self.run_model, batch, video_mask)
         loss, metrics = loss_and_metrics(out, batch.answer, video_mask.sum().double(),
                                          self.scales, self.s)
         loss.backward()
@@ -194,12 +199,26 @@ class GraphStep:
             return
         self.stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(self.stream):
-            self._fwd_bwd()
+            self._first_fwd_bwd() if self.compile_untried else self._fwd_bwd()
             step_optimizers(self.optimizers, self.schedulers)
             for o in self.optimizers:
                 o.zero_grad(set_to_none=True)
         torch.cuda.current_stream().wait_stream(self.stream)
         self.eager_left -= 1
+
+    def _first_fwd_bwd(self) -> None:
+        """The first compiled call compiles; if that fails and the plain model runs the same
+        step, warn and go on without compiling (an error of the step itself still raises)."""
+        try:
+            self._fwd_bwd()
+            self.compile_untried = False  # compiled and ran: later calls need no guard
+        except Exception as exc:  # noqa: BLE001  (the retry below re-raises a real error)
+            for o in self.optimizers:
+                o.zero_grad(set_to_none=True)
+            self.run_model, self.compile_untried = self.model, False
+            self._fwd_bwd()
+            self.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:300]}); "
+                      "the step runs uncompiled (set compile = false to skip it)")
 
     def _capture(self) -> None:
         """Record forward + backward + clipping once; the grads it writes stay the parameters'

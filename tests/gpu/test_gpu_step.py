@@ -60,7 +60,7 @@ def setup(data, amp):
     return model, opts, scheds, graph_autocast(DEV, amp), StepSettings(0.1, 1.0, 0.0)
 
 
-def run_steps(data, amp, graph: bool):
+def run_steps(data, amp, graph: bool, compile: bool = False):
     model, opts, scheds, autocast, settings = setup(data, amp)
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
     order = epoch_order(len(data.splits["train"]), torch.Generator().manual_seed(0))
@@ -69,7 +69,9 @@ def run_steps(data, amp, graph: bool):
     scales = [(1.0 / max(1, int((answers[i] >= 0).sum())), 1.0) for i in idx]
     losses = []
     if graph:
-        step = GraphStep(model, opts, scheds, settings, autocast, data, "train")
+        warnings = []
+        step = GraphStep(model, opts, scheds, settings, autocast, data, "train", compile=compile,
+                         warn=warnings.append)
         plans_np = [data.plan("train", i) for i in idx]
         shape = step.prepare(plans_shape(plans_np, BATCH))
         plans = torch.from_numpy(pack_plans(plans_np, shape)).to(DEV)
@@ -79,6 +81,7 @@ def run_steps(data, amp, graph: bool):
             step(plans[k], dev_scales[k])
             losses.append((step.acc - before).cpu())
         assert step.graph is not None, "the step was never captured"
+        assert not warnings, warnings  # compiled as asked, no fallback
     else:
         step = EagerStep(model, model, opts, scheds, settings, autocast, DEV)
         for k, batch in enumerate(data.batches("train", idx)):
@@ -90,17 +93,18 @@ def run_steps(data, amp, graph: bool):
     return torch.stack(losses), delta
 
 
-@pytest.mark.parametrize("amp", ["off", "bf16"])
-def test_graph_step_gives_the_eager_steps_losses_and_weights(data, amp, exact_fp32):
+@pytest.mark.parametrize("amp,compile", [("off", False), ("bf16", False), ("off", True),
+                                         ("bf16", True)])
+def test_graph_step_gives_the_eager_steps_losses_and_weights(data, amp, compile, exact_fp32):
     eager_losses, eager_delta = run_steps(data, amp, graph=False)
-    graph_losses, graph_delta = run_steps(data, amp, graph=True)
+    graph_losses, graph_delta = run_steps(data, amp, graph=True, compile=compile)
     # [CE sum, answered, correct, align * videos] per step
     assert torch.equal(graph_losses[:, 1], eager_losses[:, 1])  # the same questions answered
     ce_rel = ((graph_losses[:, 0] - eager_losses[:, 0]).abs() / eager_losses[:, 0]).max().item()
     al_rel = ((graph_losses[:, 3] - eager_losses[:, 3]).abs() / eager_losses[:, 3]).max().item()
     num = sum(float((graph_delta[n] - eager_delta[n]).norm() ** 2) for n in eager_delta) ** 0.5
     den = sum(float(eager_delta[n].norm() ** 2) for n in eager_delta) ** 0.5
-    print(f"\n[{amp}] {STEPS} steps: CE max rel diff {ce_rel:.2e}, align max rel diff {al_rel:.2e}, "
+    print(f"\n[{amp}{', compiled' if compile else ''}] {STEPS} steps: CE max rel diff {ce_rel:.2e}, align max rel diff {al_rel:.2e}, "
           f"weight update rel diff {num / den:.2e}")
     tol = 1e-4 if amp == "off" else 2e-2
     assert ce_rel <= tol and al_rel <= tol
@@ -128,7 +132,8 @@ def test_train_command_runs_the_graph_step_and_resumes(store_path, tmp_path):
     first = train(cfg)
     assert first.stopped == "stop_after"
     log = (tmp_path / "r" / "train.log").read_text()
-    assert "training step: CUDA graph" in log
+    assert "training step: CUDA graph" in log and "torch.compile" in log  # the default
+    assert "torch.compile failed" not in log
     cfg2, run_dir = prepare_config(None, {"progress": False}, resume=str(tmp_path / "r"))
     result = train(cfg2, resume=str(run_dir))
     rows = read_metrics(tmp_path / "r")
@@ -161,3 +166,21 @@ def test_every_variant_runs_the_graph_step_and_graphed_predictions(data, variant
     eager = Predictor(model, data, 32, graphs=False)("val")
     graphed = Predictor(model, data, 32, graphs=True)("val")
     assert len(graphed.pred) == len(eager.pred) and np.mean(graphed.pred == eager.pred) >= 0.95
+
+
+def test_a_failing_compile_falls_back_to_the_plain_model_with_a_warning(data):
+    def broken_backend(gm, example_inputs):  # a torch.compile backend that cannot compile
+        raise RuntimeError("no compiler here")
+
+    model, opts, scheds, autocast, settings = setup(data, "bf16")
+    warnings = []
+    step = GraphStep(model, opts, scheds, settings, autocast, data, "train", compile=True,
+                     warn=warnings.append)
+    step.run_model = torch.compile(model, backend=broken_backend)
+    idx = [b.numpy() for b in batch_indices(torch.arange(64), 16)]
+    plans_np = [data.plan("train", i) for i in idx]
+    plans = torch.from_numpy(pack_plans(plans_np, step.prepare(plans_shape(plans_np, 16)))).to(DEV)
+    for k in range(len(idx)):
+        step(plans[k], torch.tensor([1 / 16, 1.0], device=DEV))
+    assert len(warnings) == 1 and "no compiler here" in warnings[0], warnings
+    assert step.run_model is model and step.graph is not None and torch.isfinite(step.acc).all()
