@@ -21,7 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from extract.audio import DEFAULT_AUDIO_ENCODER, get_audio_encoder  # noqa: E402
+from extract.audio import get_audio_encoder  # noqa: E402
+from extract.config import DEFAULT_AUDIO_ENCODER  # noqa: E402
 from qa.annotations import music_avqa_vocabulary  # noqa: E402
 from store import ShardWriter, rebuild_index  # noqa: E402
 from store.schema import SCHEMA_VERSION  # noqa: E402

@@ -17,8 +17,8 @@ An entry says what the rest of the pipeline needs to know and nothing is hard-wi
 * ``settings``: ``cfg -> tuple`` of the config values that change the built encoder (the
   per-process encoder cache key).
 
-This module stays light (decode workers and the config import it): torch is imported only by
-``build``.  How to add an encoder: docs/EXTENDING.md.
+This module stays light (decode workers import it, and ExtractConfig checks names in it): torch
+is imported only by ``build``.  How to add an encoder: docs/EXTENDING.md.
 """
 from __future__ import annotations
 
@@ -29,10 +29,6 @@ import numpy as np
 
 from . import vggish
 from .weights import ResolvedWeights
-
-#: the audio encoder of a config that names none
-DEFAULT_AUDIO_ENCODER = "vggish"
-
 
 class AudioFrontEnd(Protocol):
     """Waveform -> encoder input per segment; runs in the decode workers (no torch)."""
@@ -101,6 +97,5 @@ register_audio_encoder(AudioEncoderEntry(
     build=vggish.build, settings=vggish.settings))
 
 
-__all__ = ["AudioFrontEnd", "AudioEncoder", "AudioEncoderEntry", "DEFAULT_AUDIO_ENCODER",
-           "register_audio_encoder", "unregister_audio_encoder", "audio_encoder_names",
-           "get_audio_encoder"]
+__all__ = ["AudioFrontEnd", "AudioEncoder", "AudioEncoderEntry", "register_audio_encoder",
+           "unregister_audio_encoder", "audio_encoder_names", "get_audio_encoder"]

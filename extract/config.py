@@ -8,13 +8,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from common.config import ConfigError, resolve
-from qa.annotations import dataset_names
-
-from .audio import DEFAULT_AUDIO_ENCODER, audio_encoder_names
 
 SAMPLING_MODES = ("truncate", "uniform")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+#: the audio encoder of a config that names none (a name in :mod:`extract.audio`'s registry)
+DEFAULT_AUDIO_ENCODER = "vggish"
 
 
 @dataclass
@@ -107,12 +106,7 @@ class ExtractConfig:
         for name in ("batch_size", "dask_workers", "image_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.audio_encoder not in audio_encoder_names():
-            raise ValueError(f"audio_encoder must be one of {', '.join(audio_encoder_names())}, "
-                             f"got {self.audio_encoder!r}")
-        if self.dataset.strip().lower().replace("_", "-") not in dataset_names():
-            raise ValueError(f"dataset must be one of {', '.join(dataset_names())} (the registered "
-                             f"formats), got {self.dataset!r}")
+        self._check_registered()
         if self.scheduler and self.dask_workers:
             raise ValueError("give either scheduler or dask_workers, not both")
         if not self.out:
@@ -120,6 +114,21 @@ class ExtractConfig:
         if self.split not in ("", *SPLITS):   # the splits annotation file names can give
             raise ValueError(f"split must be one of {', '.join(SPLITS)} (or empty for all), got "
                              f"{self.split!r}")
+
+    def _check_registered(self) -> None:
+        """``audio_encoder`` and ``dataset`` name registered entries."""
+        # the registries load numpy and h5py: imported when a config is built, not with this
+        # module, which cli.py (re-run by every spawned decode worker) reads for its options
+        from qa.annotations import dataset_names
+
+        from .audio import audio_encoder_names
+
+        if self.audio_encoder not in audio_encoder_names():
+            raise ValueError(f"audio_encoder must be one of {', '.join(audio_encoder_names())}, "
+                             f"got {self.audio_encoder!r}")
+        if self.dataset.strip().lower().replace("_", "-") not in dataset_names():
+            raise ValueError(f"dataset must be one of {', '.join(dataset_names())} (the registered "
+                             f"formats), got {self.dataset!r}")
 
 
 #: the splits a question can have (read from the annotation file names)
@@ -144,4 +153,5 @@ def load_extract_config(path: str | Path | None = None,
     return resolve(ExtractConfig, path, overrides)
 
 
-__all__ = ["ExtractConfig", "load_extract_config", "encoder_batch_size", "AUTO_BATCH_SIZE", "ConfigError", "SAMPLING_MODES"]
+__all__ = ["ExtractConfig", "load_extract_config", "encoder_batch_size", "AUTO_BATCH_SIZE",
+           "ConfigError", "SAMPLING_MODES", "DEFAULT_AUDIO_ENCODER"]

@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from .audio import DEFAULT_AUDIO_ENCODER, AudioFrontEnd, get_audio_encoder
+from .audio import AudioFrontEnd, get_audio_encoder
+from .config import DEFAULT_AUDIO_ENCODER
 
 
 class DecodeError(RuntimeError):

@@ -4,7 +4,8 @@
   registry ``extract.audio`` and the encoder's front end, e.g. ``extract.logmel``: numpy, decord,
   PyAV) never import torch or open_clip, so a spawned worker is ready in a fraction
   of a second.  (Spawn also re-runs the top level of the main script in each worker: ``cli.py``
-  keeps its top level to ``typer``.)
+  keeps its top level to ``typer`` and :mod:`extract.config`, which loads no numpy, h5py or
+  store; ``tests/test_startup.py`` checks a spawned worker.)
 * Single-threaded: each worker is one decode stream, so its libraries must not start thread pools
   of their own (N workers x N BLAS/OpenMP threads oversubscribe the cores).  The thread variables
   below are set to 1 in the environment the workers are spawned with *and* by the worker
