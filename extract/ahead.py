@@ -8,9 +8,9 @@ import shutil
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from .clip_models import model_config
 from .config import ExtractConfig, encoder_batch_size
 from .decode import DecodedVideo, DecodeSpec
 from .decode_worker import (Handoff, decode_to_file, default_workers, handoff_folder, init_worker,
@@ -140,20 +140,11 @@ def iter_decoded(videos: Iterable[VideoFile], spec: DecodeSpec, workers: int, wi
 def clip_input_size(model_name: str) -> int | None:
     """The open_clip model's own input size from its JSON config file, found without importing
     open_clip (and torch); None when there is no such file (then decoding waits for the model)."""
-    import importlib.util
-    import json
-
     try:
-        found = importlib.util.find_spec("open_clip")
-        roots = list(found.submodule_search_locations or []) if found else []
-        for root in roots:
-            f = Path(root) / "model_configs" / f"{model_name.replace('/', '-')}.json"
-            if f.is_file():
-                size = json.loads(f.read_text(encoding="utf-8"))["vision_cfg"]["image_size"]
-                return int(size[0] if isinstance(size, (list, tuple)) else size)
-    except (ImportError, ValueError, KeyError, TypeError, OSError):
-        pass
-    return None
+        size = (model_config(model_name) or {})["vision_cfg"]["image_size"]
+        return int(size[0] if isinstance(size, (list, tuple)) else size)
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
 
 
 def decode_window(cfg: ExtractConfig, workers: int, device_type: str | None = None) -> int:

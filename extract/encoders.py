@@ -26,6 +26,7 @@ import torch
 from common.device import Autocast, resolve_device
 
 from .audio import AudioEncoder, AudioEncoderEntry, get_audio_encoder
+from .clip_models import import_open_clip
 from .weights import ResolvedWeights, WeightsError, resolve_clip_weights
 
 
@@ -55,8 +56,7 @@ class ClipEncoder:
 
     def __init__(self, model_name: str, weights: ResolvedWeights, device: str = "cpu",
                  precision: str = "auto", text_len: int = 32, image_size: int = 0):
-        import open_clip
-
+        open_clip = import_open_clip(model_name)
         self.model_name = model_name
         self.weights = weights
         self.text_len = int(text_len)

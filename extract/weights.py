@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .clip_models import import_open_clip
+
 if TYPE_CHECKING:  # torch loads lazily: `extract` starts its decode workers before importing it
     import torch
 
@@ -143,7 +145,7 @@ def clip_cache_dir() -> str:
 
 def clip_tag_cache(model_name: str, tag: str) -> tuple[str | None, list[str]]:
     """(cached file or None, the places looked in) for an open_clip pretrained tag."""
-    import open_clip
+    open_clip = import_open_clip(model_name)
 
     cfg = open_clip.get_pretrained_cfg(model_name, tag)
     looked: list[str] = []
@@ -180,7 +182,7 @@ def clip_tag_cache(model_name: str, tag: str) -> tuple[str | None, list[str]]:
 
 def resolve_clip_weights(model_name: str, spec: str, seed: int = 0) -> ResolvedWeights:
     """Resolve ``--clip-weights`` for ``model_name`` (see the module doc)."""
-    import open_clip
+    open_clip = import_open_clip(model_name)
 
     spec = (spec or "default").strip()
     rnd = parse_random(spec, seed)

@@ -1,6 +1,6 @@
 """What extraction's start-up loads (docs/EXTRACTION.md): ``import cli``, which every spawned decode
 worker re-runs, stays free of numpy, h5py, torch and the store; a decode worker loads no h5py,
-store or torch."""
+store or torch; open_clip is imported without transformers for a CLIP model that does not use it."""
 from __future__ import annotations
 
 import os
@@ -8,6 +8,10 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
+
+from extract.clip_models import import_refused, model_config, needs_transformers
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -48,3 +52,48 @@ def test_a_decode_worker_spawned_under_cli_loads_no_h5py_store_or_torch(tmp_path
             pool.shutdown()
         """))
     assert run_python("", str(script)) == "[]"
+
+
+def test_which_clip_models_need_transformers():
+    assert model_config("ViT-B/32")["vision_cfg"]["image_size"] == 224
+    assert not needs_transformers("ViT-B-32")
+    assert needs_transformers("roberta-ViT-B-32")             # Hugging Face text tower
+    assert needs_transformers("ViT-B-16-SigLIP")              # Hugging Face tokenizer
+    assert needs_transformers("hf-hub:org/model")             # no config here: may need it
+    assert model_config("no-such-model") is None
+
+
+def test_import_refused_blocks_the_module_and_restores_sys_modules():
+    name = "shmamba_refused_probe"
+    with import_refused(name):
+        with pytest.raises(ImportError):
+            __import__(name)
+    assert name not in sys.modules
+    with pytest.raises(ValueError, match="imported already"):
+        with import_refused("json"):
+            pass
+
+
+@pytest.mark.timeout(60)
+def test_the_clip_encoder_is_built_without_importing_transformers(tmp_path):
+    """A fake ``transformers`` on the path records its import; extraction's CLIP build (weights
+    resolved, then the model) must not import it, and a later ``import transformers`` finds it."""
+    fake = tmp_path / "site" / "transformers"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("import os\n"
+                                      "open(os.environ['FAKE_MARKER'], 'a').write('imported')\n")
+    marker = tmp_path / "marker"
+    code = textwrap.dedent("""\
+        import os, sys
+        from extract.config import ExtractConfig
+        from extract.encoders import build_encoders
+
+        cfg = ExtractConfig(T=2, clip_weights="random:0", text_len=8, image_size=64, device="cpu")
+        build_encoders(cfg, audio=False)
+        print("transformers" in sys.modules, os.path.exists(os.environ["FAKE_MARKER"]))
+        import transformers  # noqa: F401
+        print(os.path.exists(os.environ["FAKE_MARKER"]))
+        """)
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(REPO)]),
+           "FAKE_MARKER": str(marker), "OMP_NUM_THREADS": "2"}
+    assert run_python(code, env=env).splitlines() == ["False False", "True"]
