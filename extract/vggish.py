@@ -27,18 +27,9 @@ class VGGishEncoder:
     def __init__(self, weights: ResolvedWeights, device: str = "cpu", precision: str = "auto",
                  postprocess: bool = False, pca: ResolvedWeights | None = None):
         import torch
-        from torchvggish.torchvggish import VGG, make_layers
 
         self.weights = weights
-        if weights.kind == "random":
-            torch.manual_seed(int(weights.seed))
-        model = VGG(make_layers(), postprocess=False)
-        if weights.kind != "random":
-            sd = load_state_dict_file(weights.path)
-            try:
-                model.load_state_dict(sd, strict=True)
-            except RuntimeError as exc:
-                raise WeightsError(f"{weights.path}: not VGGish weights: {str(exc)[:400]}") from None
+        model = vgg_network(weights)
         self.device = resolve_device(device)
         self.model = model.eval().requires_grad_(False).to(self.device)
         self.autocast = Autocast.for_precision(self.device, precision)
@@ -80,6 +71,27 @@ class VGGishEncoder:
         if self.postprocess and self.pca is not None:
             out["pca"] = self.pca.identity
         return out
+
+
+def vgg_network(weights: ResolvedWeights) -> Any:
+    """torchvggish's VGG (on the CPU) with ``weights``: seeded random, or the tensors of a file,
+    cast to the parameters' dtypes as copying into them would."""
+    import torch
+    from torchvggish.torchvggish import VGG, make_layers
+
+    if weights.kind == "random":
+        torch.manual_seed(int(weights.seed))
+        return VGG(make_layers(), postprocess=False)
+    with torch.device("meta"):   # no random init (72M parameters) of values the file replaces
+        model = VGG(make_layers(), postprocess=False)
+    own = model.state_dict()
+    sd = {k: v.to(own[k].dtype) if k in own and torch.is_tensor(v) else v
+          for k, v in load_state_dict_file(weights.path).items()}
+    try:
+        model.load_state_dict(sd, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"{weights.path}: not VGGish weights: {str(exc)[:400]}") from None
+    return model
 
 
 def weight_resolvers(cfg: Any) -> dict[str, Callable[[], ResolvedWeights]]:

@@ -91,6 +91,17 @@ def test_vggish_weight_file_and_hub_cache(vggish3, tmp_path, monkeypatch):
         VGGishEncoder(resolve_vggish_weights(str(bad)))
 
 
+def test_a_vggish_weight_file_is_cast_to_the_parameters_dtype(vggish3, tmp_path):
+    """The network for a file is built without its random init; the file's tensors become the
+    parameters, float32 as copying them into the initialised network gave."""
+    half = {k: v.half() for k, v in vggish3.model.state_dict().items()}
+    torch.save(half, tmp_path / "half.pt")
+    got = VGGishEncoder(resolve_vggish_weights(str(tmp_path / "half.pt"))).model.state_dict()
+    assert got.keys() == half.keys()
+    assert all(got[k].dtype == torch.float32 and torch.equal(got[k], v.float())
+               for k, v in half.items())
+
+
 def test_vggish_postprocess_matches_torchvggish(vggish3, tmp_path):
     from torchvggish.torchvggish import Postprocessor
 
