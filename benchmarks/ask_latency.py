@@ -5,12 +5,12 @@
         [--videos 4] [--seconds 60] [--size 640x360] [--fps 25] [--T 60] [--clip-model ViT-B-32]
 
 1. Build (skipped when ``--run`` and ``--video`` are given, or when ``--workdir`` already holds
-   a trained run), each step the command a user types,
-   as a subprocess, its output in ``WORKDIR/build.log``: ``python cli.py synth`` writes
-   ``--videos`` MUSIC-AVQA-style scenes, all ``--seconds`` long at ``--size`` and ``--fps`` with
-   an audio track (H.264 + AAC); ``python cli.py extract`` stores them with the default encoders
-   (ViT-B-32 + VGGish, random weights: latency does not depend on the weight values, T = 60);
-   ``python cli.py train --epochs 1`` trains the default model.  The timed video is the first one.
+   a trained run), each step the command a user types, as a subprocess, its output in
+   ``WORKDIR/build.log``: ``python cli.py synth`` writes ``--videos`` MUSIC-AVQA-style scenes,
+   all ``--seconds`` long at ``--size`` and ``--fps`` with an audio track (H.264 + AAC);
+   ``python cli.py extract`` stores them with the default encoders (ViT-B-32 + VGGish, random
+   weights: latency does not depend on the weight values, T = 60); ``python cli.py train
+   --epochs 1 --set compile=false`` trains the default model.  The timed video is the first.
 2. Cold: ``python cli.py ask VIDEO QUESTION --run RUN --json`` as a subprocess, ``--cold-runs``
    times; wall time including process start, imports and model load.
 3. Loaded: ``infer.ask.Asker`` built once (timed), one untimed call, then ``--repeats`` times
@@ -95,9 +95,11 @@ def build(args: argparse.Namespace, work: Path) -> tuple[Path, Path, dict]:
             "--clip-model", args.clip_model, "-T", str(args.T), "--device", args.device,
             "--strict"), log)
         shutil.rmtree(run, ignore_errors=True)  # a run that died before its first checkpoint
+        # no torch.compile of the training step: it would add its compile time to a build whose
+        # weights do not matter here (ask runs the plain model)
         secs["train"] = run_logged(cli(
             "train", "--store", str(store), "--out", str(runs), "--name", "ask", "--epochs", "1",
-            "--device", args.device, "--no-progress"), log)
+            "--device", args.device, "--no-progress", "--set", "compile=false"), log)
     return run, sorted((data / "videos").glob("*.mp4"))[0], secs
 
 
@@ -109,7 +111,8 @@ def video_info(path: Path) -> dict:
                 "fps": round(float(v.average_rate or 0), 2), "audio": bool(c.streams.audio)}
 
 
-def cold_command(run: Path, video: Path, question: str, device: str, options: str | None) -> list[str]:
+def cold_command(run: Path, video: Path, question: str, device: str,
+                 options: str | None) -> list[str]:
     return cli("ask", str(video), question, "--run", str(run), "--device", device, "--json",
                *(["--options", options] if options else []))
 
@@ -176,12 +179,12 @@ def row(name: str, xs: list[float], cpu: list[float] | None = None, goal: str = 
             f"{statistics.median(cpu):.3f}" if cpu else "-", goal]
 
 
-def table_rows(cold: list[tuple], load_s: float, res: dict, n_q: int, on_gpu: bool) -> list[list]:
+def table_rows(res: dict, n_q: int, on_gpu: bool) -> list[list]:
     """The rows: cold runs, model load, warm-up, the loaded calls and their split."""
     verdict = ("met" if statistics.median(res["one"]) < GOAL_S else "missed") if on_gpu else "(CPU)"
     rows = [row(f"cold: python cli.py ask VIDEO QUESTION (run {i + 1}; start + model load "
-                "included)", [wall], [cpu]) for i, (wall, cpu) in enumerate(cold)]
-    rows.append(row("loaded: build the Asker (encoders + model), once", [load_s]))
+                "included)", [wall], [cpu]) for i, (wall, cpu) in enumerate(res["cold"])]
+    rows.append(row("loaded: build the Asker (encoders + model), once", [res["load_s"]]))
     rows.append(row("loaded: first call (warm-up, not in the rows below)", [res["first"][0]],
                     [res["first"][1]]))
     one = row("loaded: 1 question (decode + encode + model)", res["one"], res["one_cpu"],
@@ -196,7 +199,8 @@ def table_rows(cold: list[tuple], load_s: float, res: dict, n_q: int, on_gpu: bo
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                     help="device of the encoders and the model (build and ask)")
     ap.add_argument("--repeats", type=int, default=10, help="timed calls with the models loaded")
@@ -222,7 +226,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if (args.run is None) != (args.video is None):
         ap.error("--run and --video go together")
     if args.repeats < 1 or args.cold_runs < 0 or args.videos < 4:
-        ap.error("--repeats >= 1, --cold-runs >= 0 and --videos >= 4 (train, val and test need one)")
+        ap.error("need --repeats >= 1, --cold-runs >= 0 and --videos >= 4 (train, val and test "
+                 "each need a video)")
     return args
 
 
@@ -263,12 +268,13 @@ def report(args: argparse.Namespace, dev_name: str, on_gpu: bool, video: Path,
            questions: list[str], res: dict) -> dict:
     """Print the table (and the JSON) and return what it holds."""
     info = video_info(video)
-    rows = table_rows(res["cold"], res["load_s"], res, len(questions), on_gpu)
+    rows = table_rows(res, len(questions), on_gpu)
     one, many = stats(res["one"]), stats(res["many"])
     meta = {
         "device": dev_name, "video": info, "questions": questions, "repeats": args.repeats,
         "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "load_avg_1min": res["load_avg"], "build_s": {k: round(v, 2) for k, v in res["build_s"].items()},
+        "load_avg_1min": res["load_avg"],
+        "build_s": {k: round(v, 2) for k, v in res["build_s"].items()},
         "cold_command": f"python cli.py ask VIDEO QUESTION --run RUN --device {args.device} --json",
         "cold_cli_s": [w for w, _ in res["cold"]], "cold_cli_cpu_s": [c for _, c in res["cold"]],
         "cold_cli_timing": res["cold_answer"]["timing"] if res["cold_answer"] else None,
