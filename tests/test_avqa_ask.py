@@ -7,6 +7,8 @@ prediction; it refuses encoders whose weights differ from the store's."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -156,3 +158,32 @@ def test_cli_synth_avqa(tmp_path):
     r = CliRunner().invoke(app, ["synth", "--format", "avqa", "--out", str(tmp_path / "e"),
                                  "--type", "Counting"])
     assert r.exit_code == 2 and "not types of format" in r.output
+
+
+def test_ask_latency_benchmark_runs_end_to_end(avqa, tmp_path):
+    """benchmarks/ask_latency.py on this run (its synth/extract/train build is skipped with
+    --run/--video: too slow for the suite): the cold command, the loaded calls, the JSON.  No
+    timing is asserted, only that every figure is there and positive."""
+    repo = Path(__file__).resolve().parents[1]
+    js = tmp_path / "ask.json"
+    proc = subprocess.run(
+        [sys.executable, str(repo / "benchmarks" / "ask_latency.py"), "--run", str(avqa.run),
+         "--video", str(avqa.data / "videos" / "synth_00000.mp4"), "--device", "cpu",
+         "--repeats", "1", "--cold-runs", "1", "--options", "violin|cello|piano|flute",
+         "--question", "Which instrument is playing?", "--question", "Where is the sound?",
+         "--json", str(js)], cwd=repo, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "2", "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(js.read_text())
+    assert "| " + " | ".join(data["columns"]) + " |" in proc.stdout  # the table was printed
+    assert [r[0].split(" (")[0] for r in data["rows"][:3]] == [
+        "cold: python cli.py ask VIDEO QUESTION", "loaded: build the Asker", "loaded: first call"]
+    assert data["rows"][-1][0] == "loaded: 2 questions in one call"
+    for key in ("model_load_s", "loaded_median_s", "loaded_min_s", "many_median_s"):
+        assert data[key] > 0, key
+    assert len(data["cold_cli_s"]) == 1 and data["cold_cli_s"][0] > 0
+    meta = data["meta"]
+    assert set(meta["split"]) == {"decode", "encode_video", "encode_text", "model"}
+    assert all(s["median_s"] > 0 and s["runs"] == 1 for s in meta["split"].values())
+    assert meta["cold_cli_timing"]["decode"] > 0 and meta["video"]["seconds"] > 0
+    assert meta["questions"] == ["Which instrument is playing?", "Where is the sound?"]

@@ -165,7 +165,8 @@ def test_extract_throughput_script(tmp_path):
 # ---- the pieces, in-process ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["extract_throughput", "train_throughput", "inference", "backends"])
+@pytest.mark.parametrize("name", ["extract_throughput", "train_throughput", "inference", "backends",
+                                  "ask_latency"])
 def test_help(name, capsys):
     import importlib
 
