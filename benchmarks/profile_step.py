@@ -57,7 +57,7 @@ def main(argv=None) -> None:
     ap.add_argument("--sampler", default="question", choices=["question", "video"])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--top", type=int, default=25)
-    ap.add_argument("--compile", default="graph", choices=["graph", "all", "none"],
+    ap.add_argument("--compile", default="none", choices=["graph", "all", "none"],
                     help="where the model is torch.compile-d (as benchmarks/train_throughput.py)")
     ap.add_argument("--graph-only", action="store_true", help="profile only the CUDA-graph step")
     ap.add_argument("--device", default="auto")

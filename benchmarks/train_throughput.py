@@ -8,8 +8,8 @@ our path vs a peer-style path in the same run, and the FLOP floor of an epoch.
   batch is an index gather; the model runs each distinct video of a batch once,
   ``video_index``), bf16 autocast on CUDA (``--amp``), AdamW (+ RiemannianAdam) as
   ``train.loop`` builds them, grad clipping; one row per ``--batch-sizes`` entry;
-  ``--compile`` says where the model is ``torch.compile``-d: in the CUDA-graph step (default, as
-  ``train`` does), everywhere, or nowhere; the peer-style path is never compiled.
+  ``--compile`` says where the model is ``torch.compile``-d: nowhere (default, as ``train``
+  does), in the CUDA-graph step, or everywhere; the peer-style path is never compiled.
 * peer-style (``peer_style.py``): the split exported to one float32 ``.npy`` per video per
   feature and one per question (export time reported, not counted), a ``DataLoader``
   (``--peer-batch`` 64, ``--peer-workers`` 8, shuffle, pinned memory on CUDA) that ``np.load``s
@@ -342,9 +342,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--default-epochs", type=int, default=2,
                     help="also time `python cli.py train --store STORE --epochs N` with its "
                          "defaults (0 = skip); its row shows the last epoch, validation included")
-    ap.add_argument("--compile", default="graph", choices=["graph", "all", "none"],
-                    help="torch.compile the model: in the CUDA-graph step as `train` does (graph), in "
-                         "the eager step too (all), or nowhere; never in the peer-style path")
+    ap.add_argument("--compile", default="none", choices=["graph", "all", "none"],
+                    help="torch.compile the model: in the CUDA-graph step (graph: as `train --set "
+                         "compile=true`), in the eager step too (all), or nowhere (none: as `train` "
+                         "by default); never in the peer-style path")
     ap.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"],
                     help="auto = bf16 autocast on CUDA, none on CPU")
     ap.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")

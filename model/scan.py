@@ -19,6 +19,7 @@ import os
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 FIXED = {"BLOCK": 32} if INTERPRET else {}  # autotuned on the GPU
@@ -253,73 +254,123 @@ def _strides(*ts):
     return out
 
 
-class _SelectiveScan(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias):
-        b, L, d = u.shape
-        n = A.shape[1]
-        A, D, delta_bias = A.float().contiguous(), D.float().contiguous(), delta_bias.float().contiguous()
-        y = torch.empty((b, L, d), dtype=u.dtype, device=u.device)
-        save = any(ctx.needs_input_grad)
-        ck = torch.empty((b, triton.cdiv(L, CHUNK), d, n) if save else (1,), dtype=torch.float32,
-                         device=u.device)
-        grid = lambda meta: (b, triton.cdiv(d, meta["BLOCK"]))  # noqa: E731
-        _scan_fwd[grid](u, delta, z, B, C, A, D, delta_bias, y, ck, L, d,
-                        *_strides(u, delta, z, B, C), N=n, CH=CHUNK, SAVE=save, **FIXED)
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ck)
-        return y
-
-    @staticmethod
-    def backward(ctx, dy):
-        u, delta, A, B, C, D, z, delta_bias, ck = ctx.saved_tensors
-        b, L, d = u.shape
-        n = A.shape[1]
-        dy = dy.contiguous()
-        f32 = dict(dtype=torch.float32, device=u.device)
-        cs = torch.empty((b, CHUNK, d, n), **f32)
-        du, ddelta, dz = (torch.empty((b, L, d), dtype=t.dtype, device=u.device) for t in (u, delta, z))
-        dB, dC = torch.zeros((b, L, n), **f32), torch.zeros((b, L, n), **f32)
-        dA_part, dD_part, dbias_part = torch.empty((b, d, n), **f32), torch.empty((b, d), **f32), \
-            torch.empty((b, d), **f32)
-        grid = lambda meta: (b, triton.cdiv(d, meta["BLOCK"]))  # noqa: E731
-        _scan_bwd[grid](u, delta, z, B, C, A, D, delta_bias, dy, ck, cs, du, ddelta, dz, dB, dC,
-                        dA_part, dD_part, dbias_part, L, d, *_strides(u, delta, z, B, C), N=n,
-                        CH=CHUNK, **FIXED)
-        return (du, ddelta, dA_part.sum(0), dB.to(B.dtype), dC.to(C.dtype), dD_part.sum(0), dz,
-                dbias_part.sum(0))
-
+# The kernels are registered as torch custom ops (torch.library) with their autograd formulas:
+# torch.compile then treats each as one opaque call and fuses only the PyTorch code around it,
+# instead of tracing into the launches (autotuning, atomics, checkpoints) itself.
 
 CONV_BT, CONV_BD = 16, 64  # convolution tile: time steps x channels
 CHUNK = 8  # backward: states kept in memory per program (the rest recomputed from checkpoints)
 
 
-class _CausalConvSiLU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        b, L, d = x.shape
-        K = weight.shape[-1]
-        w = weight.reshape(d, K).contiguous()
-        pre = torch.empty((b, L, d), dtype=x.dtype, device=x.device)
-        y = torch.empty_like(pre)
-        grid = (b, triton.cdiv(L, CONV_BT), triton.cdiv(d, CONV_BD))
-        _conv_fwd[grid](x, w, bias, pre, y, L, d, *_strides(x), K=K, BT=CONV_BT, BD=CONV_BD,
-                        num_warps=4)
-        ctx.save_for_backward(x, w, pre)
-        ctx.weight_shape = weight.shape
-        return y
+def _scan_checkpoints_shape(u: Tensor, A: Tensor, save: bool) -> tuple[int, ...]:
+    b, L, d = u.shape
+    return (b, -(-L // CHUNK), d, A.shape[1]) if save else (1,)
 
-    @staticmethod
-    def backward(ctx, dy):
-        x, w, pre = ctx.saved_tensors
-        b, L, d = x.shape
-        K, nt = w.shape[1], triton.cdiv(L, CONV_BT)
-        dx = torch.empty((b, L, d), dtype=x.dtype, device=x.device)
-        dw = torch.empty((b * nt, d, K), dtype=torch.float32, device=x.device)
-        dbias = torch.empty((b * nt, d), dtype=torch.float32, device=x.device)
-        grid = (b, nt, triton.cdiv(d, CONV_BD))
-        _conv_bwd[grid](x, w, pre, dy.contiguous(), dx, dw, dbias, L, d, nt, *_strides(x), K=K,
-                        BT=CONV_BT, BD=CONV_BD, num_warps=4)
-        return dx, dw.sum(0).reshape(ctx.weight_shape), dbias.sum(0)
+
+@torch.library.custom_op("shmamba::scan_fwd", mutates_args=())
+def _scan_fwd_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor,
+                 delta_bias: Tensor, save: bool) -> tuple[Tensor, Tensor]:
+    """(y, checkpoints): the states before every CHUNK steps when ``save`` (for the backward)."""
+    b, L, d = u.shape
+    y = torch.empty((b, L, d), dtype=u.dtype, device=u.device)
+    ck = torch.empty(_scan_checkpoints_shape(u, A, save), dtype=torch.float32, device=u.device)
+    grid = lambda meta: (b, triton.cdiv(d, meta["BLOCK"]))  # noqa: E731
+    _scan_fwd[grid](u, delta, z, B, C, A, D, delta_bias, y, ck, L, d,
+                    *_strides(u, delta, z, B, C), N=A.shape[1], CH=CHUNK, SAVE=save, **FIXED)
+    return y, ck
+
+
+@_scan_fwd_op.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, save):
+    return u.new_empty(u.shape), u.new_empty(_scan_checkpoints_shape(u, A, save), dtype=torch.float32)
+
+
+@torch.library.custom_op("shmamba::scan_bwd", mutates_args=())
+def _scan_bwd_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor,
+                 delta_bias: Tensor, ck: Tensor, dy: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor,
+                                                                       Tensor, Tensor, Tensor, Tensor]:
+    """Gradients of (u, delta, A, B, C, D, z, delta_bias)."""
+    b, L, d = u.shape
+    n = A.shape[1]
+    f32 = dict(dtype=torch.float32, device=u.device)
+    cs = torch.empty((b, CHUNK, d, n), **f32)
+    du, ddelta, dz = (torch.empty((b, L, d), dtype=t.dtype, device=u.device) for t in (u, delta, z))
+    dB, dC = torch.zeros((b, L, n), **f32), torch.zeros((b, L, n), **f32)
+    dA_part, dD_part, dbias_part = torch.empty((b, d, n), **f32), torch.empty((b, d), **f32), \
+        torch.empty((b, d), **f32)
+    grid = lambda meta: (b, triton.cdiv(d, meta["BLOCK"]))  # noqa: E731
+    _scan_bwd[grid](u, delta, z, B, C, A, D, delta_bias, dy.contiguous(), ck, cs, du, ddelta, dz,
+                    dB, dC, dA_part, dD_part, dbias_part, L, d, *_strides(u, delta, z, B, C), N=n,
+                    CH=CHUNK, **FIXED)
+    return (du, ddelta, dA_part.sum(0), dB.to(B.dtype), dC.to(C.dtype), dD_part.sum(0), dz,
+            dbias_part.sum(0))
+
+
+@_scan_bwd_op.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, ck, dy):
+    return (u.new_empty(u.shape), delta.new_empty(delta.shape), A.new_empty(A.shape),
+            B.new_empty(B.shape), C.new_empty(C.shape), D.new_empty(D.shape), z.new_empty(z.shape),
+            delta_bias.new_empty(delta_bias.shape))
+
+
+def _scan_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs[:8], output[1])
+
+
+def _scan_backward(ctx, dy, dck):
+    return (*_scan_bwd_op(*ctx.saved_tensors, dy), None)
+
+
+_scan_fwd_op.register_autograd(_scan_backward, setup_context=_scan_setup)
+
+
+@torch.library.custom_op("shmamba::conv_fwd", mutates_args=())
+def _conv_fwd_op(x: Tensor, w: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+    """(silu(pre), pre) of the causal depthwise convolution; w [d, K]."""
+    b, L, d = x.shape
+    pre = torch.empty((b, L, d), dtype=x.dtype, device=x.device)
+    y = torch.empty_like(pre)
+    grid = (b, triton.cdiv(L, CONV_BT), triton.cdiv(d, CONV_BD))
+    _conv_fwd[grid](x, w, bias, pre, y, L, d, *_strides(x), K=w.shape[1], BT=CONV_BT, BD=CONV_BD,
+                    num_warps=4)
+    return y, pre
+
+
+@_conv_fwd_op.register_fake
+def _(x, w, bias):
+    return x.new_empty(x.shape), x.new_empty(x.shape)
+
+
+@torch.library.custom_op("shmamba::conv_bwd", mutates_args=())
+def _conv_bwd_op(x: Tensor, w: Tensor, pre: Tensor, dy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of (x, w [d, K], bias)."""
+    b, L, d = x.shape
+    K, nt = w.shape[1], triton.cdiv(L, CONV_BT)
+    dx = torch.empty((b, L, d), dtype=x.dtype, device=x.device)
+    dw = torch.empty((b * nt, d, K), dtype=torch.float32, device=x.device)
+    dbias = torch.empty((b * nt, d), dtype=torch.float32, device=x.device)
+    grid = (b, nt, triton.cdiv(d, CONV_BD))
+    _conv_bwd[grid](x, w, pre, dy.contiguous(), dx, dw, dbias, L, d, nt, *_strides(x), K=K,
+                    BT=CONV_BT, BD=CONV_BD, num_warps=4)
+    return dx, dw.sum(0).to(w.dtype), dbias.sum(0)
+
+
+@_conv_bwd_op.register_fake
+def _(x, w, pre, dy):
+    return x.new_empty(x.shape), w.new_empty(w.shape), w.new_empty(w.shape[:1], dtype=torch.float32)
+
+
+def _conv_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0], inputs[1], output[1])
+    ctx.bias_dtype = inputs[2].dtype
+
+
+def _conv_backward(ctx, dy, dpre):
+    dx, dw, dbias = _conv_bwd_op(*ctx.saved_tensors, dy)
+    return dx, dw, dbias.to(ctx.bias_dtype)
+
+
+_conv_fwd_op.register_autograd(_conv_backward, setup_context=_conv_setup)
 
 
 def causal_conv_silu(x, weight, bias):
@@ -327,7 +378,7 @@ def causal_conv_silu(x, weight, bias):
     (weight [d, 1, K], bias [d]): one Triton kernel each way; K a power of two."""
     if triton is None:
         raise RuntimeError("causal_conv_silu: triton is not installed")
-    return _CausalConvSiLU.apply(x, weight, bias)
+    return _conv_fwd_op(x, weight.reshape(weight.shape[0], weight.shape[-1]).contiguous(), bias)[0]
 
 
 def selective_scan(u, delta, A, B, C, D, z, delta_bias):
@@ -335,4 +386,7 @@ def selective_scan(u, delta, A, B, C, D, z, delta_bias):
     n (A.shape[1]) must be a power of two; the last dimension of every input contiguous."""
     if triton is None:
         raise RuntimeError("selective_scan: triton is not installed")
-    return _SelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias)
+    inputs = (u, delta, A, B, C, D, z, delta_bias)
+    save = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
+    return _scan_fwd_op(u, delta, A.float().contiguous(), B, C, D.float().contiguous(), z,
+                        delta_bias.float().contiguous(), save)[0]

@@ -64,9 +64,10 @@ class TrainConfig:
     #: replay the training step and predictions from CUDA graphs (one CUDA device, resident data;
     #: eager elsewhere); same arithmetic as the eager step, other dropout draws
     cuda_graph: bool = True
-    #: torch.compile the model inside the CUDA-graph step (fuses its ~800 small kernels into
-    #: ~430: ~1.4x the steps/s at batch 64); costs ~40 s once per run, less from inductor's cache
-    compile: bool = True
+    #: torch.compile the model inside the CUDA-graph step (868 -> 433 kernels, ~1.4x the steps/s
+    #: at batch 64; ~15 s of compiling once per run).  Off by default until its GPU equality test
+    #: has passed: its loss curve differed from the eager step's (docs/TRAINING.md)
+    compile: bool = False
 
     def __post_init__(self) -> None:
         checks = [
