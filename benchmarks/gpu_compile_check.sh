@@ -4,12 +4,7 @@
 # on the benchmark store with and without compile, whose loss curves must agree as closely as two
 # uncompiled runs do (alignment loss 4.171 -> 4.053 -> 3.999 on every uncompiled run so far):
 #   SKIP_MAMBA_BUILD=1 source .whl/remote_setup.sh && bash benchmarks/gpu_compile_check.sh "$OUT"
-set -u
-OUT=${1:-/tmp/gpu_out}
-mkdir -p "$OUT"
-source "$(dirname "$0")/gpu_step.sh"
-B=/tmp/bench
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/card.txt" | tee -a "$OUT/all.log"
+source "$(dirname "$0")/gpu_step.sh"  # set -u, $OUT (= $1), $B, the card
 step gpu_step_tests 240 python3 -m pytest -q -s tests/gpu/test_gpu_step.py
 [ -f $B/feats.h5 ] || step make_store 60 python3 benchmarks/make_store.py --out $B/feats.h5
 for c in false true; do

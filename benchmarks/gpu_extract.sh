@@ -4,13 +4,7 @@
 # the peer-style pipeline, 128 inputs of 60-s 640x360 video (16 different videos, each input
 # decoded in full):
 #   SKIP_MAMBA_BUILD=1 source .whl/remote_setup.sh && bash benchmarks/gpu_extract.sh "$OUT"
-set -u
-OUT=${1:-/tmp/gpu_out}
-mkdir -p "$OUT"
-source "$(dirname "$0")/gpu_step.sh"
-B=/tmp/bench
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/card_extract.txt" | tee -a "$OUT/all.log"
-nproc | tee -a "$OUT/all.log"
+source "$(dirname "$0")/gpu_step.sh"  # set -u, $OUT (= $1), $B, the card
 [ -f $B/feats.h5 ] || step make_store 90 python3 benchmarks/make_store.py --out $B/feats.h5
 step inference 40 python3 benchmarks/inference.py $B/feats.h5 --json "$OUT/inference.json"
 step profile_64 40 python3 benchmarks/profile_step.py $B/feats.h5 --batch-size 64 --top 12

@@ -2,12 +2,7 @@
 # The 2026-11-28 H200 run (issue 11 and 15), in one device call, most important first, without
 # mamba-ssm (the peer-style row runs our default Mamba kernel: --peer-backend same):
 #   SKIP_MAMBA_BUILD=1 source .whl/remote_setup.sh && bash benchmarks/gpu_last.sh "$OUT"
-set -u
-OUT=${1:-/tmp/gpu_out}
-mkdir -p "$OUT"
-source "$(dirname "$0")/gpu_step.sh"
-B=/tmp/bench
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/card.txt" | tee -a "$OUT/all.log"
+source "$(dirname "$0")/gpu_step.sh"  # set -u, $OUT (= $1), $B, the card
 step make_store 60 python3 benchmarks/make_store.py --out $B/feats.h5
 step train_64 230 python3 benchmarks/train_throughput.py $B/feats.h5 --batch-sizes 64 --samplers question --step graph --compile graph --peer-backend same --peer-steps 40 --default-epochs 3 --json "$OUT/train.json"
 step train_best 80 python3 benchmarks/train_throughput.py $B/feats.h5 --batch-sizes 4096 --samplers video --step graph --compile graph --skip-peer --default-epochs 0 --steps 10 --json "$OUT/train_best.json"
