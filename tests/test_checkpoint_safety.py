@@ -116,7 +116,9 @@ def test_a_writer_killed_at_random_moments_never_leaves_a_broken_checkpoint(tmp_
         epoch = check_consistent(ck, "last")
         assert epoch >= max(last_epoch, int(first))          # nothing saved is ever lost
         best = check_consistent(ck, "best") if (ck / "best").is_symlink() else None
-        assert best is None or (best % 3 == 0 and best <= epoch)
+        # "best" is switched before "last": a kill between the two switches leaves "best" at
+        # the complete checkpoint of the save in flight, one epoch ahead of "last"
+        assert best is None or (best % 3 == 0 and best <= epoch + 1)
         last_epoch = epoch
     assert mid_save >= 1          # the kills did land inside saves (the save is most of the loop)
 
