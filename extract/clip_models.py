@@ -1,19 +1,21 @@
 """open_clip at less start-up cost: a model's JSON config read from the installed package without
 importing open_clip (:func:`model_config`), and open_clip imported without Hugging Face
-transformers for the models that do not use it (:func:`import_open_clip`).  Why and figures:
+transformers and timm for the models that do not use them (:func:`import_open_clip`).  Why and figures:
 docs/EXTRACTION.md."""
 from __future__ import annotations
 
 import importlib.util
 import json
 import sys
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Iterator
 
 #: keys of a model config's ``text_cfg`` that make open_clip build or tokenize with transformers
 HF_TEXT_KEYS = ("hf_model_name", "hf_tokenizer_name")
+#: keys of a model config's ``vision_cfg`` that make open_clip build the image tower with timm
+TIMM_VISION_KEYS = ("timm_model_name",)
 
 
 def model_config(model_name: str) -> dict | None:
@@ -46,6 +48,15 @@ def needs_transformers(model_name: str) -> bool:
     return any(text.get(k) for k in HF_TEXT_KEYS)
 
 
+def needs_timm(model_name: str) -> bool:
+    """Whether open_clip builds ``model_name``'s image tower with timm (or may: no config file)."""
+    cfg = model_config(model_name)
+    vision = cfg.get("vision_cfg") if cfg is not None else None
+    if not isinstance(vision, dict):
+        return True
+    return any(vision.get(k) for k in TIMM_VISION_KEYS)
+
+
 @contextmanager
 def import_refused(name: str) -> Iterator[None]:
     """Within the block, importing module ``name`` (not imported yet) or any of its submodules
@@ -63,15 +74,19 @@ def import_refused(name: str) -> Iterator[None]:
 
 
 def import_open_clip(model_name: str) -> ModuleType:
-    """``open_clip``; when this imports it and ``model_name`` does not use transformers, without
-    transformers (open_clip imports it at its top when installed, seconds, and does without it:
-    ``open_clip.hf_model.transformers`` is then None for the rest of the process)."""
-    refuse = "open_clip" not in sys.modules and "transformers" not in sys.modules and \
-        not needs_transformers(model_name)
-    with import_refused("transformers") if refuse else nullcontext():
-        import open_clip  # torch, torchvision, timm: seconds; only when an encoder is built
+    """``open_clip``; when this imports it, without transformers and timm where ``model_name``
+    uses neither (open_clip imports both at its top when installed, seconds, and does without
+    them: ``open_clip.hf_model.transformers`` / ``open_clip.timm_model.timm`` are then None for
+    the rest of the process)."""
+    optional = (("transformers", needs_transformers), ("timm", needs_timm))
+    with ExitStack() as refused:
+        if "open_clip" not in sys.modules:
+            for name, needed in optional:
+                if name not in sys.modules and not needed(model_name):
+                    refused.enter_context(import_refused(name))
+        import open_clip  # torch, torchvision: seconds; only when an encoder is built
     return open_clip
 
 
-__all__ = ["model_config", "needs_transformers", "import_refused", "import_open_clip",
-           "HF_TEXT_KEYS"]
+__all__ = ["model_config", "needs_transformers", "needs_timm", "import_refused",
+           "import_open_clip", "HF_TEXT_KEYS", "TIMM_VISION_KEYS"]

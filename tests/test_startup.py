@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from extract.clip_models import import_refused, model_config, needs_transformers
+from extract.clip_models import import_refused, model_config, needs_timm, needs_transformers
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -61,6 +61,7 @@ def test_which_clip_models_need_transformers():
     assert needs_transformers("ViT-B-16-SigLIP")              # Hugging Face tokenizer
     assert needs_transformers("hf-hub:org/model")             # no config here: may need it
     assert model_config("no-such-model") is None
+    assert not needs_timm("ViT-B-32") and needs_timm("EVA02-B-16") and needs_timm("hf-hub:org/m")
 
 
 def test_import_refused_blocks_the_module_and_restores_sys_modules():
@@ -75,7 +76,7 @@ def test_import_refused_blocks_the_module_and_restores_sys_modules():
 
 
 @pytest.mark.timeout(60)
-def test_the_clip_encoder_is_built_without_importing_transformers(tmp_path):
+def test_the_clip_encoder_is_built_without_importing_transformers_or_timm(tmp_path):
     """A fake ``transformers`` on the path records its import; extraction's CLIP build (weights
     resolved, then the model) must not import it, and a later ``import transformers`` finds it."""
     fake = tmp_path / "site" / "transformers"
@@ -90,10 +91,12 @@ def test_the_clip_encoder_is_built_without_importing_transformers(tmp_path):
 
         cfg = ExtractConfig(T=2, clip_weights="random:0", text_len=8, image_size=64, device="cpu")
         build_encoders(cfg, audio=False)
-        print("transformers" in sys.modules, os.path.exists(os.environ["FAKE_MARKER"]))
+        print("transformers" in sys.modules, os.path.exists(os.environ["FAKE_MARKER"]),
+              "timm" in sys.modules)
         import transformers  # noqa: F401
+        import timm  # noqa: F401  (refused only while open_clip was imported)
         print(os.path.exists(os.environ["FAKE_MARKER"]))
         """)
     env = {**ENV, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(REPO)]),
            "FAKE_MARKER": str(marker), "OMP_NUM_THREADS": "2"}
-    assert run_python(code, env=env).splitlines() == ["False False", "True"]
+    assert run_python(code, env=env).splitlines() == ["False False False", "True"]
