@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
                     tokens=rng.standard_normal((m, args.text_len, args.text_dim), dtype=np.float32).astype(np.float16),
                     token_mask=mask)
             qpos = qstop
-    summary = rebuild_index(str(entry))
+    rebuild_index(str(entry))
     out = {"path": str(entry), "videos": n_videos, "questions": n_q, "splits": splits,
            "seconds": round(time.perf_counter() - t0, 2)}
     print(json.dumps(out))
