@@ -5,6 +5,7 @@ import json
 import platform
 import sys
 import time
+import contextlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -54,3 +55,12 @@ def print_table(title: str, columns: list[str], rows: list[list], json_out: str 
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps({"title": title, "columns": columns, "rows": rows,
                                               "meta": meta or {}}, indent=1))
+
+
+def refuse_compile_with_autocast(ap, compile: str, amp: str, device: torch.device) -> None:
+    """As ``train`` does: a compiled model only in float32 (train/config.py, COMPILE_NEEDS_FP32)."""
+    from train.config import COMPILE_NEEDS_FP32
+    from train.step import graph_autocast
+
+    if compile != "none" and graph_autocast(device, amp) is not contextlib.nullcontext:
+        ap.error(COMPILE_NEEDS_FP32.replace("amp = off", "--amp off").replace("set amp=off", "use --amp off"))

@@ -16,14 +16,15 @@ from types import SimpleNamespace
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from benchlib import device_name, pick_device, print_table, sync  # noqa: E402  (adds repo to path)
+from benchlib import (device_name, pick_device, print_table, refuse_compile_with_autocast,  # noqa: E402
+                      sync)  # (adds repo to path)
 from train_throughput import batch_index_lists, model_config_for_store, our_step  # noqa: E402
 
 
 def build(data, model_cfg, device, args, graph: bool):
     """``step(k)`` of the training step, as the training benchmark builds it (lr 1e-4, alignment
     weight 0.1, clipping 1.0, bf16 autocast on CUDA)."""
-    settings = SimpleNamespace(lr=1e-4, align_weight=0.1, grad_clip=1.0, amp="auto", split="train",
+    settings = SimpleNamespace(lr=1e-4, align_weight=0.1, grad_clip=1.0, amp=args.amp, split="train",
                                compile=args.compile)
     idx = batch_index_lists(data, "train", args.batch_size, 2 * args.steps + 8, 0, args.sampler)
     return our_step(data, model_cfg, device, settings, idx, graph)
@@ -59,12 +60,15 @@ def main(argv=None) -> None:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--compile", default="none", choices=["graph", "all", "none"],
                     help="where the model is torch.compile-d (as benchmarks/train_throughput.py)")
+    ap.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"],
+                    help="auto = bf16 autocast on CUDA (compiling needs off)")
     ap.add_argument("--graph-only", action="store_true", help="profile only the CUDA-graph step")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
     from train.data import StoreData, open_store
 
     device = pick_device(args.device)
+    refuse_compile_with_autocast(ap, args.compile, args.amp, device)
     store = open_store(args.store)
     model_cfg = model_config_for_store(store, "shmamba", {})
     data = StoreData(store, ["train"], device, with_tokens=False)

@@ -42,7 +42,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchlib import device_name, pick_device, print_table, sync  # noqa: E402  (adds repo to path)
+from benchlib import (device_name, pick_device, print_table, refuse_compile_with_autocast,  # noqa: E402
+                      sync)  # (adds repo to path)
 
 MUSIC_AVQA_TRAIN = 31927
 
@@ -345,7 +346,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--compile", default="none", choices=["graph", "all", "none"],
                     help="torch.compile the model: in the CUDA-graph step (graph: as `train --set "
                          "compile=true`), in the eager step too (all), or nowhere (none: as `train` "
-                         "by default); never in the peer-style path")
+                         "by default); never in the peer-style path.  Needs --amp off")
     ap.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"],
                     help="auto = bf16 autocast on CUDA, none on CPU")
     ap.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
@@ -381,6 +382,7 @@ def main(argv: list[str] | None = None) -> dict:
     from train.data import StoreData, open_store
 
     device = pick_device(args.device)
+    refuse_compile_with_autocast(ap, args.compile, args.amp, device)
     dev_name = device_name(device)
     store = open_store(args.store)
     model_cfg = model_config_for_store(store, args.variant, parse_model_overrides(args.model))

@@ -162,11 +162,48 @@ def test_extract_throughput_script(tmp_path):
     assert "Extraction: where the time goes" in out
 
 
+def test_compile_check_script(store, tmp_path):
+    out = run_script("compile_check.py", str(store), "--backend", "aot_eager", "--amp", "off",
+                     "--rounds", "2", "--batch-size", "8", "--model", "d_model=32", "n_layers=1",
+                     "--json", str(tmp_path / "c.json"))
+    table = load_table(tmp_path / "c.json", out)
+    assert [r[0] for r in table["rows"]] == [1, 2] and "agree: 0 of 2 rounds" in out
+
+
 # ---- the pieces, in-process ----------------------------------------------------------------
 
 
+def test_compile_check_catches_a_compiled_model_wrong_from_its_second_call(store):
+    """The failure the check exists for (bf16 + inductor on the GPU, torch 2.14): the first call
+    right, later ones not.  A backend that scales its outputs from the second call on stands in."""
+    import compile_check
+    from model import build_model
+    from store.reader import FeatureStore
+    from train import StoreData
+    from train_throughput import model_config_for_store
+
+    def drifting(gm, example_inputs):
+        calls = []
+
+        def run(*args):
+            calls.append(1)
+            out = gm(*args)
+            if len(calls) < 2:
+                return out
+            return type(out)(o * 1.5 if torch.is_tensor(o) and o.is_floating_point() else o for o in out)
+        return run
+
+    with FeatureStore(store) as fs:
+        data = StoreData(fs, ["train"], torch.device("cpu"), with_tokens=False)
+        cfg = model_config_for_store(fs, "shmamba", {"dropout": 0.0, "d_model": 32, "n_layers": 1})
+        batches = compile_check.padded_batches(data, 8, 2)
+        rows = compile_check.check(build_model(cfg, seed=0), batches, "off", 3, backend=drifting)
+    rel = [r["grad_rel_diff"] for r in rows]
+    assert rel[0] <= compile_check.TOLERANCE["off"] < min(rel[1:]), rel
+
+
 @pytest.mark.parametrize("name", ["extract_throughput", "train_throughput", "inference", "backends",
-                                  "ask_latency"])
+                                  "ask_latency", "compile_check"])
 def test_help(name, capsys):
     import importlib
 

@@ -132,6 +132,7 @@ def test_config_file_then_overrides_and_resume_rules(tmp_path):
         load_train_config(None, {"epochz": 3})
     with pytest.raises(ConfigError, match="batch_size must be >= 1"):
         load_train_config(None, {"batch_size": 0})
+    assert load_train_config(None, {"compile": True, "amp": "off"}).compile  # float32: allowed
     recorded = json.loads(json.dumps(cfg.__dict__))
     recorded["stop_after"] = 2
     again = resume_config(recorded, {"device": "cpu", "progress": False})
@@ -278,6 +279,8 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_latest_alone(gen, t
     pytest.param(["model.backend=mamba-ssm"], "model.backend: backend 'mamba-ssm' requested but "
                  "CUDA is not available; use --set model.backend=auto",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is here")),
+    (["compile=true"], "compile = true needs amp = off"),          # amp = auto: bf16 on CUDA
+    (["compile=true", "amp=bf16"], "compile = true needs amp = off"),
 ])
 def test_a_run_that_cannot_start_is_refused_before_its_folder_exists(gen, tmp_path, sets, message):
     """Missing splits and a forced backend that cannot run: exit 2, the reason, no traceback,

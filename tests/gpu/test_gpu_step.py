@@ -93,8 +93,9 @@ def run_steps(data, amp, graph: bool, compile: bool = False):
     return torch.stack(losses), delta
 
 
-@pytest.mark.parametrize("amp,compile", [("off", False), ("bf16", False), ("off", True),
-                                         ("bf16", True)])
+# no ("bf16", True): under bf16 autocast the compiled step is wrong from its second call on
+# (torch 2.14; TrainConfig refuses it; benchmarks/compile_check.py shows it)
+@pytest.mark.parametrize("amp,compile", [("off", False), ("bf16", False), ("off", True)])
 def test_graph_step_gives_the_eager_steps_losses_and_weights(data, amp, compile, exact_fp32):
     eager_losses, eager_delta = run_steps(data, amp, graph=False)
     graph_losses, graph_delta = run_steps(data, amp, graph=True, compile=compile)

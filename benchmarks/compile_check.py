@@ -1,0 +1,134 @@
+"""Does ``torch.compile`` give the eager model's gradients, call after call?  The check behind
+``TrainConfig.compile`` needing ``amp = off`` (docs/TRAINING.md).
+
+Each round computes the training loss and its gradients on one padded static-shape batch (as the
+CUDA-graph step feeds the model) twice, with the plain model and with the compiled one, at the same
+weights; then it changes the weights in place, as an optimiser does, and goes on.  A compiled model
+that is right agrees with the eager one in every round, within the precision's tolerance.
+
+    python benchmarks/compile_check.py STORE/feats.h5 [--amp bf16|off] [--rounds 6] [--json out.json]
+
+Without a store it writes a small random one (``make_store.py --scale 0.005``).  Exit status 1
+when a round disagrees.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from benchlib import device_name, pick_device, print_table  # noqa: E402  (adds repo to path)
+from train_throughput import model_config_for_store, parse_model_overrides  # noqa: E402
+
+#: relative gradient difference allowed per precision (bf16: the eager step's own run-to-run level
+#: is ~5e-3 on an H200; float32: ~1e-6)
+TOLERANCE = {"bf16": 5e-2, "off": 1e-4}
+
+
+def padded_batches(data, batch_size: int, n: int):
+    """``n`` (batch, video_mask) pairs of the train split in the graph step's static shape."""
+    from train.data import batch_indices, epoch_order
+    from train.step import gather_static, pack_plans, plans_shape
+
+    order = epoch_order(len(data.splits["train"]), torch.Generator().manual_seed(0))
+    idx = [b.numpy() for b in batch_indices(order, batch_size)][:n]
+    plans_np = [data.plan("train", i) for i in idx]
+    shape = plans_shape(plans_np, batch_size)
+    plans = torch.from_numpy(pack_plans(plans_np, shape)).to(data.device)
+    return [gather_static(data, "train", plans[k], shape) for k in range(len(idx))]
+
+
+def loss_grads(model, run, batch, video_mask, amp: str) -> tuple[float, torch.Tensor]:
+    """The training step's loss and the flat gradient of every parameter."""
+    from train.step import StepSettings, forward, graph_autocast, loss_and_metrics
+
+    with graph_autocast(batch.audio.device, amp)():
+        out = forward(run, batch, video_mask)
+    scales = torch.tensor([1.0 / len(batch.answer), 1.0], device=batch.audio.device)
+    loss, _ = loss_and_metrics(out, batch.answer, video_mask.sum().double(), scales,
+                               StepSettings(0.1, 1.0, 0.0))
+    loss.backward()
+    grads = torch.cat([p.grad.flatten().float() for p in model.parameters()])
+    model.zero_grad(set_to_none=True)
+    return float(loss.detach()), grads
+
+
+def worst_parameter(model, diff: torch.Tensor, ref: torch.Tensor) -> str:
+    off, worst = 0, (0.0, "")
+    for name, p in model.named_parameters():
+        d, r = diff[off:off + p.numel()], ref[off:off + p.numel()]
+        worst = max(worst, (float(d.norm() / r.norm().clamp_min(1e-30)), name))
+        off += p.numel()
+    return f"{worst[1]} ({worst[0]:.1e})"
+
+
+def check(model, batches, amp: str, rounds: int, backend="inductor") -> list[dict]:
+    """One row per round: losses, relative gradient difference, the worst parameter."""
+    run = torch.compile(model, backend=backend)
+    rows = []
+    for r in range(rounds):
+        batch, mask = batches[r % len(batches)]
+        le, ge = loss_grads(model, model, batch, mask, amp)
+        lc, gc = loss_grads(model, run, batch, mask, amp)
+        rel = float((gc - ge).norm() / ge.norm().clamp_min(1e-30))
+        rows.append({"round": r + 1, "loss_eager": le, "loss_compiled": lc, "grad_rel_diff": rel,
+                     "worst": worst_parameter(model, gc - ge, ge)})
+        with torch.no_grad():  # an in-place update of every weight, as the optimiser makes
+            for p, g in zip(model.parameters(), torch.split(ge, [p.numel() for p in model.parameters()])):
+                p.sub_(1e-3 * torch.sign(g).view_as(p).to(p.dtype))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("store", nargs="?", help="feature store (default: a small random one)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--amp", default="bf16", choices=["bf16", "off"])
+    ap.add_argument("--backend", default="inductor", help="torch.compile backend")
+    ap.add_argument("--mamba-backend", default="auto", help="the model's Mamba backend")
+    ap.add_argument("--model", nargs="*", help="model overrides, e.g. d_model=64 n_layers=1")
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--json", help="write the table here")
+    args = ap.parse_args(argv)
+    device = pick_device(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = run_check(args, device, args.store or make_small_store(Path(tmp)))
+    tol = TOLERANCE[args.amp]
+    bad = [r for r in rows if not r["grad_rel_diff"] <= tol]
+    print_table(f"torch.compile ({args.backend}) vs eager, amp={args.amp}, torch {torch.__version__} "
+                f"- {device_name(device)}", ["round", "loss eager", "loss compiled",
+                                             "grad rel diff", "worst parameter"],
+                [[r["round"], f"{r['loss_eager']:.4f}", f"{r['loss_compiled']:.4f}",
+                  f"{r['grad_rel_diff']:.2e}", r["worst"]] for r in rows], args.json)
+    print(f"{'DISAGREE' if bad else 'agree'}: {len(bad)} of {len(rows)} rounds above {tol:g}")
+    return 1 if bad else 0
+
+
+def make_small_store(folder: Path) -> str:
+    import make_store
+
+    out = folder / "feats.h5"
+    make_store.main(["--out", str(out), "--scale", "0.005"])
+    return str(out)
+
+
+def run_check(args, device, store_path: str) -> list[dict]:
+    from model import build_model
+    from store.reader import FeatureStore
+    from train import StoreData
+
+    with FeatureStore(store_path) as store:
+        data = StoreData(store, ["train"], device, with_tokens=False)
+        cfg = model_config_for_store(store, "shmamba", {"dropout": 0.0, "backend": args.mamba_backend,
+                                                       **parse_model_overrides(args.model)})
+        model = build_model(cfg, seed=0).to(device)
+        batches = padded_batches(data, args.batch_size, max(1, min(args.rounds, 4)))
+        return check(model, batches, args.amp, args.rounds, args.backend)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
