@@ -14,6 +14,7 @@ when a round disagrees.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 from pathlib import Path
@@ -48,7 +49,8 @@ def loss_grads(model, run, batch, video_mask, amp: str) -> tuple[float, torch.Te
     with graph_autocast(batch.audio.device, amp)():
         out = forward(run, batch, video_mask)
     scales = torch.tensor([1.0 / len(batch.answer), 1.0], device=batch.audio.device)
-    loss, _ = loss_and_metrics(out, batch.answer, video_mask.sum().double(), scales,
+    n_videos = video_mask.sum().double() if video_mask is not None else float(len(batch.audio))
+    loss, _ = loss_and_metrics(out, batch.answer, n_videos, scales,
                                StepSettings(0.1, 1.0, 0.0))
     loss.backward()
     grads = torch.cat([p.grad.flatten().float() for p in model.parameters()])
@@ -65,14 +67,34 @@ def worst_parameter(model, diff: torch.Tensor, ref: torch.Tensor) -> str:
     return f"{worst[1]} ({worst[0]:.1e})"
 
 
-def check(model, batches, amp: str, rounds: int, backend="inductor") -> list[dict]:
-    """One row per round: losses, relative gradient difference, the worst parameter."""
-    run = torch.compile(model, backend=backend)
+@contextlib.contextmanager
+def compiled(model, parts: dict):
+    """The model with the submodules named in ``parts`` replaced by their compiled forms."""
+    plain = {name: getattr(model, name) for name in parts}
+    try:
+        for name, module in parts.items():
+            setattr(model, name, module)
+        yield model
+    finally:
+        for name, module in plain.items():
+            setattr(model, name, module)
+
+
+def check(model, batches, amp: str, rounds: int, backend="inductor", part: str = "all",
+          use_mask: bool = True) -> list[dict]:
+    """One row per round: losses, relative gradient difference, the worst parameter.  ``part``:
+    the whole model ("all") or one child module compiled; ``use_mask``: the padded videos masked
+    out of the alignment loss (as the graph step does) or not."""
+    whole = part == "all"
+    run = torch.compile(model, backend=backend) if whole else model
+    parts = {} if whole else {part: torch.compile(getattr(model, part), backend=backend)}
     rows = []
     for r in range(rounds):
         batch, mask = batches[r % len(batches)]
+        mask = mask if use_mask else None
         le, ge = loss_grads(model, model, batch, mask, amp)
-        lc, gc = loss_grads(model, run, batch, mask, amp)
+        with compiled(model, parts):
+            lc, gc = loss_grads(model, run, batch, mask, amp)
         rel = float((gc - ge).norm() / ge.norm().clamp_min(1e-30))
         rows.append({"round": r + 1, "loss_eager": le, "loss_compiled": lc, "grad_rel_diff": rel,
                      "worst": worst_parameter(model, gc - ge, ge)})
@@ -90,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", default="inductor", help="torch.compile backend")
     ap.add_argument("--mamba-backend", default="auto", help="the model's Mamba backend")
     ap.add_argument("--model", nargs="*", help="model overrides, e.g. d_model=64 n_layers=1")
+    ap.add_argument("--part", default="all",
+                    help="compile only this child module of the model (audio_enc, align, temporal, "
+                         "fusion, head, ...; default all: the whole model, as train does)")
+    ap.add_argument("--no-mask", action="store_true",
+                    help="leave the padded videos in the alignment loss (bisecting)")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--json", help="write the table here")
@@ -99,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = run_check(args, device, args.store or make_small_store(Path(tmp)))
     tol = TOLERANCE[args.amp]
     bad = [r for r in rows if not r["grad_rel_diff"] <= tol]
-    print_table(f"torch.compile ({args.backend}) vs eager, amp={args.amp}, torch {torch.__version__} "
+    what = "" if args.part == "all" else f" of {args.part}"
+    print_table(f"torch.compile{what} ({args.backend}) vs eager, amp={args.amp}"
+                f"{', no mask' if args.no_mask else ''}, torch {torch.__version__} "
                 f"- {device_name(device)}", ["round", "loss eager", "loss compiled",
                                              "grad rel diff", "worst parameter"],
                 [[r["round"], f"{r['loss_eager']:.4f}", f"{r['loss_compiled']:.4f}",
@@ -126,8 +155,11 @@ def run_check(args, device, store_path: str) -> list[dict]:
         cfg = model_config_for_store(store, "shmamba", {"dropout": 0.0, "backend": args.mamba_backend,
                                                        **parse_model_overrides(args.model)})
         model = build_model(cfg, seed=0).to(device)
+        children = [n for n, _ in model.named_children()]
+        if args.part not in ("all", *children):
+            raise SystemExit(f"compile_check: --part must be 'all' or one of {children}")
         batches = padded_batches(data, args.batch_size, max(1, min(args.rounds, 4)))
-        return check(model, batches, args.amp, args.rounds, args.backend)
+        return check(model, batches, args.amp, args.rounds, args.backend, args.part, not args.no_mask)
 
 
 if __name__ == "__main__":
