@@ -81,13 +81,15 @@ def compiled(model, parts: dict):
 
 
 def check(model, batches, amp: str, rounds: int, backend="inductor", part: str = "all",
-          use_mask: bool = True) -> list[dict]:
+          use_mask: bool = True, options: dict | None = None) -> list[dict]:
     """One row per round: losses, relative gradient difference, the worst parameter.  ``part``:
     the whole model ("all") or one child module compiled; ``use_mask``: the padded videos masked
-    out of the alignment loss (as the graph step does) or not."""
+    out of the alignment loss (as the graph step does) or not; ``options``: inductor's."""
+    def comp(m):
+        return torch.compile(m, backend=backend, options=options or None)
     whole = part == "all"
-    run = torch.compile(model, backend=backend) if whole else model
-    parts = {} if whole else {part: torch.compile(getattr(model, part), backend=backend)}
+    run = comp(model) if whole else model
+    parts = {} if whole else {part: comp(getattr(model, part))}
     rows = []
     for r in range(rounds):
         batch, mask = batches[r % len(batches)]
@@ -117,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
                          "fusion, head, ...; default all: the whole model, as train does)")
     ap.add_argument("--no-mask", action="store_true",
                     help="leave the padded videos in the alignment loss (bisecting)")
+    ap.add_argument("--option", nargs="*", default=[],
+                    help="inductor options over train's (train.step.COMPILE_OPTIONS), e.g. "
+                         "triton.mix_order_reduction=true")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--json", help="write the table here")
@@ -147,6 +152,7 @@ def make_small_store(folder: Path) -> str:
 
 def run_check(args, device, store_path: str) -> list[dict]:
     from model import build_model
+    from train.step import COMPILE_OPTIONS
     from store.reader import FeatureStore
     from train import StoreData
 
@@ -159,7 +165,11 @@ def run_check(args, device, store_path: str) -> list[dict]:
         if args.part not in ("all", *children):
             raise SystemExit(f"compile_check: --part must be 'all' or one of {children}")
         batches = padded_batches(data, args.batch_size, max(1, min(args.rounds, 4)))
-        return check(model, batches, args.amp, args.rounds, args.backend, args.part, not args.no_mask)
+        options = {**COMPILE_OPTIONS, **parse_model_overrides(args.option)} \
+            if args.backend == "inductor" else None
+        print(f"inductor options: {options}")
+        return check(model, batches, args.amp, args.rounds, args.backend, args.part,
+                     not args.no_mask, options)
 
 
 if __name__ == "__main__":

@@ -147,6 +147,11 @@ def gather_static(data: StoreData, split: str, plan: torch.Tensor,
     return batch, v[1].bool()
 
 
+#: inductor options of the compiled step: no mix-order reductions, which corrupted gradients
+#: silently in pytorch/pytorch#190796 and #193061 (the suspect of run d's bf16 failure)
+COMPILE_OPTIONS = {"triton.mix_order_reduction": False}
+
+
 class GraphStep:
     """The training step captured in a CUDA graph.  :meth:`prepare` sets the static shape of
     the coming plans (a larger one than before is captured anew after one eager step); each call
@@ -157,7 +162,7 @@ class GraphStep:
                  warn: Callable[[str], None] | None = None):
         self.model, self.optimizers, self.schedulers, self.s = model, optimizers, schedulers, settings
         # torch.compile fuses the small elementwise kernels that the graph would replay one by one
-        self.run_model = torch.compile(model) if compile else model
+        self.run_model = torch.compile(model, options=COMPILE_OPTIONS) if compile else model
         self.compile_untried, self.warn = compile, warn or (lambda msg: None)
         self.autocast, self.data, self.split = autocast, data, split
         self.acc = torch.zeros(4, dtype=torch.float64, device=data.device)
