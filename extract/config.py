@@ -14,6 +14,10 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 #: the audio encoder of a config that names none (a name in :mod:`extract.audio`'s registry)
 DEFAULT_AUDIO_ENCODER = "vggish"
+#: the audio reader of a config that names none (a name in :mod:`extract.audio_readers`)
+DEFAULT_AUDIO_READER = "pyav"
+#: the audio reader of stores whose recorded config has no ``audio_reader`` (made before it existed)
+LEGACY_AUDIO_READER = "decord"
 
 
 @dataclass
@@ -47,6 +51,11 @@ class ExtractConfig:
     vggish_postprocess: bool = False
     #: PCA parameters for ``vggish_postprocess``: 'default' (torchvggish release file) or a path
     vggish_pca: str = "default"
+    #: how audio is decoded, a name in the registry (extract.audio_readers): 'pyav' (FFmpeg,
+    #: resampled as one signal) or 'decord' (decord's AudioReader, which resamples each AAC frame
+    #: on its own and so distorts audio it resamples; stores made before this option were read
+    #: with it: pass 'decord' to resume one)
+    audio_reader: str = DEFAULT_AUDIO_READER
     #: seed for 'random' weights
     seed: int = 0
     #: CLIP input size in pixels; 0 = the model's own
@@ -116,16 +125,20 @@ class ExtractConfig:
                              f"{self.split!r}")
 
     def _check_registered(self) -> None:
-        """``audio_encoder`` and ``dataset`` name registered entries."""
+        """``audio_encoder``, ``audio_reader`` and ``dataset`` name registered entries."""
         # the registries load numpy and h5py: imported when a config is built, not with this
         # module, which cli.py (re-run by every spawned decode worker) reads for its options
         from qa.annotations import dataset_names
 
         from .audio import audio_encoder_names
+        from .audio_readers import audio_reader_names
 
         if self.audio_encoder not in audio_encoder_names():
             raise ValueError(f"audio_encoder must be one of {', '.join(audio_encoder_names())}, "
                              f"got {self.audio_encoder!r}")
+        if self.audio_reader not in audio_reader_names():
+            raise ValueError(f"audio_reader must be one of {', '.join(audio_reader_names())}, "
+                             f"got {self.audio_reader!r}")
         if self.dataset.strip().lower().replace("_", "-") not in dataset_names():
             raise ValueError(f"dataset must be one of {', '.join(dataset_names())} (the registered "
                              f"formats), got {self.dataset!r}")
@@ -154,4 +167,5 @@ def load_extract_config(path: str | Path | None = None,
 
 
 __all__ = ["ExtractConfig", "load_extract_config", "encoder_batch_size", "AUTO_BATCH_SIZE",
-           "ConfigError", "SAMPLING_MODES", "DEFAULT_AUDIO_ENCODER"]
+           "ConfigError", "SAMPLING_MODES", "DEFAULT_AUDIO_ENCODER",
+           "DEFAULT_AUDIO_READER", "LEGACY_AUDIO_READER"]

@@ -6,8 +6,9 @@ Segments
 --------
 Segment ``i`` covers ``[i / fps, (i + 1) / fps)`` seconds.  Its frame is the one shown at the
 segment's centre; its audio input is what the front end makes of the mono audio (at the front
-end's sample rate) around that centre (VGGish: the one second centred on it, turned into one
-96x64 log-mel patch as ``torchvggish.vggish_input.waveform_to_examples`` does).
+end's sample rate, read by the configured :mod:`extract.audio_readers` entry) around that centre
+(VGGish: the one second centred on it, turned into one 96x64 log-mel patch as
+``torchvggish.vggish_input.waveform_to_examples`` does).
 
 * A segment is *real* when its centre lies inside the video; ``n_segments`` counts them (at least
   1 whenever a frame decodes, so a 0.3 s clip gives one real segment).
@@ -29,11 +30,9 @@ from typing import Any
 import numpy as np
 
 from .audio import AudioFrontEnd, get_audio_encoder
-from .config import DEFAULT_AUDIO_ENCODER
-
-
-class DecodeError(RuntimeError):
-    """A video that cannot be used; the message says which file and why."""
+from .audio_readers import ReadFn, get_audio_reader
+from .config import DEFAULT_AUDIO_ENCODER, DEFAULT_AUDIO_READER
+from .errors import DecodeError, short_reason
 
 
 @dataclass(frozen=True)
@@ -48,10 +47,15 @@ class DecodeSpec:
     #: the registered encoder's front end, looked up here; it travels to the workers pickled,
     #: so an encoder registered at run time works there too
     front_end: AudioFrontEnd | None = None
+    audio_reader: str = DEFAULT_AUDIO_READER
+    #: the registered reader's function, looked up here and carried like ``front_end``
+    reader: ReadFn | None = None
 
     def __post_init__(self) -> None:
         if self.front_end is None:
             object.__setattr__(self, "front_end", get_audio_encoder(self.audio_encoder).front_end)
+        if self.reader is None:
+            object.__setattr__(self, "reader", get_audio_reader(self.audio_reader).read)
 
     @classmethod
     def from_config(cls, cfg: Any, image_size: int | None = None) -> "DecodeSpec":
@@ -59,7 +63,8 @@ class DecodeSpec:
         if size <= 0:
             raise ValueError("image_size must be resolved (> 0) before decoding")
         return cls(int(cfg.T), float(cfg.fps), str(cfg.sampling), size,
-                   str(getattr(cfg, "audio_encoder", DEFAULT_AUDIO_ENCODER)))
+                   str(getattr(cfg, "audio_encoder", DEFAULT_AUDIO_ENCODER)),
+                   audio_reader=str(getattr(cfg, "audio_reader", DEFAULT_AUDIO_READER)))
 
 
 @dataclass
@@ -148,19 +153,14 @@ def frame_indices(starts: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return np.clip(idx, 0, len(starts) - 1)
 
 
-def read_audio(path: str, sample_rate: int) -> np.ndarray | None:
-    """Mono float32 waveform at ``sample_rate`` via decord's AudioReader, or None without an
-    audio stream."""
-    from decord import AudioReader
-    from decord._ffi.base import DECORDError
-
-    try:
-        ar = AudioReader(path, sample_rate=int(sample_rate), mono=True)
-        wav = ar[:].asnumpy()
-    except DECORDError as exc:
-        if "audio stream" in str(exc).lower():
-            return None
-        raise DecodeError(f"{path}: cannot decode audio: {_short(exc)}") from None
+def read_audio(path: str, sample_rate: int,
+               reader: str | ReadFn = DEFAULT_AUDIO_READER) -> np.ndarray | None:
+    """Mono float32 waveform at ``sample_rate`` read by ``reader`` (a registered name or an entry's
+    function, :mod:`extract.audio_readers`), or None without an audio stream."""
+    read = get_audio_reader(reader).read if isinstance(reader, str) else reader
+    wav = read(path, int(sample_rate))
+    if wav is None:
+        return None
     wav = np.asarray(wav, dtype=np.float32).reshape(-1)
     if wav.size == 0:
         return None
@@ -179,18 +179,6 @@ def audio_inputs(front_end: AudioFrontEnd, wav: np.ndarray | None, centres: np.n
         raise DecodeError(f"{path}: audio front end {type(front_end).__name__} returned "
                           f"{out.shape}, expected {(len(centres), *front_end.shape)}")
     return out
-
-
-def _short(exc: BaseException) -> str:
-    """decord errors carry a C++ backtrace; keep the last line before it."""
-    kept = []
-    for ln in str(exc).splitlines():
-        ln = ln.strip()
-        if "Stack trace" in ln:
-            break
-        if ln:
-            kept.append(ln)
-    return (kept[-1] if kept else type(exc).__name__)[:300]
 
 
 def pad_to(arr: np.ndarray, T: int) -> np.ndarray:
@@ -234,14 +222,14 @@ def decode_video(path: str | Path, spec: Any) -> DecodedVideo:
     except DecodeError:
         raise
     except (DECORDError, RuntimeError, ValueError, IndexError) as exc:
-        raise DecodeError(f"{path}: cannot decode video: {_short(exc)}") from None
+        raise DecodeError(f"{path}: cannot decode video: {short_reason(exc)}") from None
     if batch.ndim != 4 or batch.shape[0] != len(uniq) or batch.shape[3] != 3:
         raise DecodeError(f"{path}: decoder returned frames of shape {batch.shape}")
     if batch.shape[1] < spec.image_size or batch.shape[2] < spec.image_size:
         raise DecodeError(f"{path}: decoder returned {batch.shape[2]}x{batch.shape[1]} frames, "
                           f"smaller than the {spec.image_size}px crop")
     frames = centre_crop(batch, spec.image_size)[inverse]
-    wav = read_audio(path, spec.front_end.sample_rate) if has_audio else None
+    wav = read_audio(path, spec.front_end.sample_rate, spec.reader) if has_audio else None
     audio = audio_inputs(spec.front_end, wav, centres, path)
     return DecodedVideo(path=path, frames=pad_to(frames, spec.T), audio=pad_to(audio, spec.T),
                         audio_present=wav is not None, n_segments=int(n_real),

@@ -18,7 +18,7 @@ from store.layout import complete_shards, temp_files
 from store.lock import describe
 
 from .ahead import DecodeAhead, clip_input_size, decode_window, resolve_workers, startup_window
-from .config import ExtractConfig
+from .config import LEGACY_AUDIO_READER, ExtractConfig
 from .decode import DecodeSpec
 from .discover import VIDEO_EXTENSIONS, VideoFile, discover_videos
 from .encode import (EncodedVideo, encode_questions, encode_stream, options_count, random_weight_names,
@@ -141,17 +141,23 @@ def _load_records(cfg: ExtractConfig, store_vocab: Any = None) -> tuple[list, An
 
 
 #: extractor settings that change the video features without changing a store attribute
-VIDEO_FEATURE_SETTINGS = ("sampling", "image_size")
+VIDEO_FEATURE_SETTINGS = ("sampling", "image_size", "audio_reader")
+#: what a store made by ``extract`` before a setting existed was made with
+SETTINGS_BEFORE = {"audio_reader": LEGACY_AUDIO_READER}
 
 
 def _check_compatible(attrs: dict, existing: dict, entry: Path, questions_only: bool = False) -> None:
 
     was, now = existing.get("extractor_config") or {}, attrs.get("extractor_config") or {}
+    if was and "imported" not in was:   # import-features records no extract settings
+        was = {**SETTINGS_BEFORE, **was}
     for k in () if questions_only else VIDEO_FEATURE_SETTINGS:
         if k in was and k in now and was[k] != now[k]:   # stores of older versions lack some
+            flag = k.replace("_", "-")
             raise ExtractError(f"the store {entry} was made with different settings: "
-                               f"--{k.replace('_', '-')} is {was[k]!r} there but {now[k]!r} now; "
-                               "use the store's settings or write a new store with --out")
+                               f"--{flag} is {was[k]!r} there but {now[k]!r} now; pass --{flag} "
+                               f"{was[k]} (or --set {k}={was[k]}) to extend it, or write a new "
+                               "store with --out")
     diff = attr_differences(attrs, existing)
     if diff:
         k = diff[0]

@@ -5,7 +5,8 @@ Both stages meet here (inference on a raw video needs the extractor's decoder an
 well as the trained model), which is why it is its own package after both.  Rules:
 
 * the encoders are built from the store's recorded ``extractor_config`` (CLIP model, T, fps,
-  sampling, image size, VGGish front end, seed of random weights); their weight identities must
+  sampling, image size, audio reader (``decord`` for stores that record none), VGGish front
+  end, seed of random weights); their weight identities must
   equal the store's ``encoders`` attribute, else :class:`AskError` names the encoder and both
   identities (``clip_weights`` / ``vggish_weights`` may point at other files holding the same
   weights; random weights are identified by their seed, so a demo run works);
@@ -27,7 +28,7 @@ import torch
 
 from common.config import build
 from common.device import resolve_device
-from extract.config import ExtractConfig
+from extract.config import LEGACY_AUDIO_READER, ExtractConfig
 from extract.decode import DecodeError, DecodeSpec, decode_video
 from extract.discover import DiscoveryError, stat_video
 from extract.encode import encode_videos
@@ -123,6 +124,7 @@ def encoder_config(attrs: dict, settings: AskSettings) -> ExtractConfig:
         raise AskError(f"the run was trained on imported features ({vis.get('name')}, "
                        f"{vis.get('weights')}): there is no visual encoder to run on a new video. "
                        "Ask a run trained on a store made by `extract`")
+    recorded = {"audio_reader": LEGACY_AUDIO_READER, **recorded}   # stores made before it existed
     cfg = build(ExtractConfig, {k: v for k, v in recorded.items()
                                 if k in ExtractConfig.__dataclass_fields__})
     over = {"device": "cuda" if settings.device.startswith("cuda") else settings.device}

@@ -157,8 +157,10 @@ def test_extract_throughput_script(tmp_path):
             ("peer-style", "ffmpeg frames"), ("peer-style", "PIL + CLIP")} <= stages
     # our decode stage next to decord alone on the same videos and frames
     assert {("decord", "get_batch, same frames, native size, num_threads=1"),
-            ("decord", "AudioReader 16 kHz mono")} <= stages
+            ("decord", "AudioReader 16 kHz mono"),
+            ("ours", "read_audio (pyav) 16 kHz mono")} <= stages   # our audio read alone
     assert meta["decode_vs_decord_bare"] > 0 and meta["worker_start_s"] > 0
+    assert meta["ours_read_audio_s_per_video"] > 0
     assert "Extraction: where the time goes" in out
 
 

@@ -184,13 +184,44 @@ def test_incompatible_rerun_names_the_field(data):
 
 @pytest.mark.parametrize("setting,value,message", [
     ("sampling", "uniform", "--sampling is 'truncate' there but 'uniform' now"),
-    ("image_size", 32, "--image-size is 64 there but 32 now")])
+    ("image_size", 32, "--image-size is 64 there but 32 now"),
+    ("audio_reader", "decord", "--audio-reader is 'pyav' there but 'decord' now")])
 def test_a_setting_that_changes_the_video_features_is_refused(data, setting, value, message):
     """Like -T or --clip-model: a store is not extended with features made another way."""
     before = sorted((p.name, p.stat().st_mtime) for p in (data.dir / "feats.shards").iterdir())
     with pytest.raises(ExtractError, match=message):
         extract(ExtractConfig(**dict(data.cfg.__dict__, **{setting: value})), progress=False)
     assert sorted((p.name, p.stat().st_mtime) for p in (data.dir / "feats.shards").iterdir()) == before
+
+
+def test_a_store_made_before_audio_reader_existed_resumes_with_decord_only(tmp_path, monkeypatch):
+    """Such a store records no audio_reader and was read with decord: the default reader is
+    refused (naming the option that continues it), --audio-reader decord extends it."""
+    import extract.pipeline as pipeline
+    from cli import app
+
+    def old_attrs(*args, **kwargs):
+        attrs = real(*args, **kwargs)
+        del attrs["extractor_config"]["audio_reader"]
+        return attrs
+
+    real, vids = pipeline.store_attrs, tmp_path / "v"
+    make_video(vids / "a.mp4", 1.0, audio=True)
+    cfg = ExtractConfig(videos=str(vids), out=str(tmp_path / "f.h5"), audio_reader="decord", **BASE)
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "store_attrs", old_attrs)
+        assert extract(cfg, progress=False).videos_extracted == 1
+    make_video(vids / "b.mp4", 1.0, audio=True, seed=1)
+    args = ["extract", "--videos", str(vids), "--out", cfg.out, "-T", "4", "--clip-weights",
+            "random:0", "--vggish-weights", "random:0", "--text-len", "8", "--workers", "0",
+            "--device", "cpu", "--image-size", "64", "--quiet"]
+    res = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
+    assert res.exit_code == 2, res.output
+    assert "--audio-reader is 'decord' there but 'pyav' now; pass --audio-reader decord (or " \
+           "--set audio_reader=decord)" in res.output
+    res = CliRunner().invoke(app, args + ["--audio-reader", "decord"], env={"COLUMNS": "400"})
+    assert res.exit_code == 0, res.output
+    assert store_info(cfg.out)["videos"] == 2 and not verify_store(cfg.out)
 
 
 def test_cli_exit_status_with_and_without_strict(tmp_path):

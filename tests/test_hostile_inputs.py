@@ -24,12 +24,13 @@ from typer.testing import CliRunner
 
 from synth.avwrite import write_av
 from extract.config import ExtractConfig
-from extract.decode import DecodeSpec, decode_video, resized_size
+from extract.decode import DecodeError, DecodeSpec, decode_video, read_audio, resized_size
 from extract.pipeline import extract
 from store import FeatureStore, verify_store
 from store.checksums import block_crcs, file_sha256
 from store.index import read_index
-from videos import SAMPLE_RATE, make_video, second_image, store_by_id, write_music_annotations
+from videos import (SAMPLE_RATE, make_video, second_image, store_by_id, write_audio_only,
+                    write_music_annotations)
 
 torch.set_num_threads(2)
 S = 64  # CLIP input size of these runs
@@ -49,24 +50,6 @@ def invoke(args: list[str]):
 
 
 # ---- making hostile files ----------------------------------------------------------------------
-
-
-def write_audio_only(path: Path, seconds: float = 2.0) -> Path:
-    """A real mp4/m4a holding one AAC stream and no video stream."""
-    wav = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE)
-           ).astype(np.float32)
-    with av.open(str(path), "w", format="mp4") as c:
-        s = c.add_stream("aac", rate=SAMPLE_RATE)
-        s.layout = "mono"
-        for pos in range(0, len(wav), 1024):
-            fr = av.AudioFrame.from_ndarray(wav[pos:pos + 1024].reshape(1, -1), format="flt",
-                                            layout="mono")
-            fr.sample_rate, fr.pts = SAMPLE_RATE, pos
-            for p in s.encode(fr):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
-    return path
 
 
 def write_faststart(src: Path, dst: Path) -> Path:
@@ -248,6 +231,26 @@ def test_per_video_facts(run):
     for v, (n, _, _) in facts.items():
         for t in range(n, 4):
             assert np.array_equal(vids[v]["visual"][t], vids[v]["visual"][n - 1])
+
+
+@pytest.mark.parametrize("reader", ["pyav", "decord"])
+def test_read_audio_of_the_hostile_files_with_each_reader(run, reader):
+    """What ``read_audio`` itself makes of them (the run above decodes the video first)."""
+    v = run.root / "videos"
+    for name in ("zero.mp4", "truncated.mp4", "text.mp4"):
+        with pytest.raises(DecodeError, match=f"{name}: cannot decode audio: .*Invalid data"):
+            read_audio(str(v / name), SAMPLE_RATE, reader)
+    assert read_audio(str(v / "mute.mp4"), SAMPLE_RATE, reader) is None
+    assert read_audio(str(v / "vfr.mp4"), SAMPLE_RATE, reader) is None
+    whole = read_audio(str(v / "ok.mp4"), SAMPLE_RATE, reader)
+    assert whole.dtype == np.float32 and len(whole) >= 2 * SAMPLE_RATE
+    assert len(read_audio(str(v / "audio_only.mp4"), SAMPLE_RATE, reader)) >= 2 * SAMPLE_RATE
+    cut = v / "truncated_faststart.mp4"
+    if reader == "pyav":   # decord stops at the first bad packet and returns what came before
+        with pytest.raises(DecodeError, match="cannot decode audio: Invalid data"):
+            read_audio(str(cut), SAMPLE_RATE, reader)
+    else:
+        assert 0 < len(read_audio(str(cut), SAMPLE_RATE, reader)) < len(whole)
 
 
 def test_questions_unknown_labels_kept_missing_videos_counted_and_warned(run):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import av
 import numpy as np
 
 from synth.avwrite import write_av
@@ -44,6 +45,24 @@ def make_video(path: str | Path, seconds: float, fps: float = 10.0, size: tuple[
         hz = np.asarray([second_hz(int(x)) for x in t])
         wav = (0.4 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
     return write_av(path, frames, fps=fps, audio=wav, sample_rate=SAMPLE_RATE)
+
+
+def write_audio_only(path: Path, seconds: float = 2.0) -> Path:
+    """A real mp4/m4a holding one AAC stream and no video stream."""
+    wav = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE)
+           ).astype(np.float32)
+    with av.open(str(path), "w", format="mp4") as c:
+        s = c.add_stream("aac", rate=SAMPLE_RATE)
+        s.layout = "mono"
+        for pos in range(0, len(wav), 1024):
+            fr = av.AudioFrame.from_ndarray(wav[pos:pos + 1024].reshape(1, -1), format="flt",
+                                            layout="mono")
+            fr.sample_rate, fr.pts = SAMPLE_RATE, pos
+            for p in s.encode(fr):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    return path
 
 
 def make_corrupt(path: str | Path) -> Path:
