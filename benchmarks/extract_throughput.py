@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="do not time the default command (python cli.py extract as a subprocess)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="encoder device")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
-                    help="encoder precision on CUDA (both pipelines)")
+                    help="encoder precision (both pipelines); on the CPU only bf16 changes it")
     ap.add_argument("--json", default=None, help="write the results as JSON to this file")
     args = ap.parse_args(argv)
     if args.K < 1 or args.T < 1 or args.seconds <= 0:

@@ -35,9 +35,12 @@ def resolve_device(pref: str = "auto", local_rank: int = 0) -> "torch.device":
 
 
 def autocast_dtype(device: "torch.device", precision: str) -> "torch.dtype | None":
-    """The autocast dtype for ``precision`` on ``device`` (None = plain float32)."""
+    """The autocast dtype for ``precision`` on ``device`` (None = plain float32).  The CPU runs
+    bf16 only when asked: in the extraction pipeline it was not faster (BENCHMARKS.md, §E)."""
     import torch
 
+    if device.type == "cpu" and precision == "bf16":
+        return torch.bfloat16
     if device.type != "cuda" or precision == "fp32":
         return None
     if precision == "fp16":

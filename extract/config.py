@@ -78,7 +78,8 @@ class ExtractConfig:
     question_shard_size: int = 8192
     #: 'auto' (CUDA when available), 'cpu' or 'cuda'
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    #: encoder precision on CUDA ('auto' = bf16 where supported, else fp16); CPU is always fp32
+    #: encoder autocast: 'auto' = bf16 where supported on CUDA, else fp16, and float32 on the CPU;
+    #: 'bf16' also on the CPU (not faster there in the pipeline); fp16 is CUDA-only
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     #: address of an existing dask.distributed scheduler (tcp://host:port)
     scheduler: str = ""
