@@ -27,6 +27,8 @@ from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
+from common.registry import Registry
+
 from . import vggish
 from .weights import ResolvedWeights
 
@@ -59,37 +61,31 @@ class AudioEncoderEntry:
     settings: Callable[[Any], tuple] = lambda cfg: ()
 
 
-_REGISTRY: dict[str, AudioEncoderEntry] = {}
+def _check_width(entry: AudioEncoderEntry) -> None:
+    if int(entry.width) < 1:
+        raise ValueError(f"audio encoder {entry.name!r}: width must be >= 1, got {entry.width}")
+
+
+_REGISTRY: Registry[AudioEncoderEntry] = Registry("audio encoder", _check_width)
 
 
 def register_audio_encoder(entry: AudioEncoderEntry, replace: bool = False) -> AudioEncoderEntry:
     """Add ``entry`` to the registry (``replace`` to overwrite an entry of the same name)."""
-    if not entry.name or entry.name != entry.name.strip().lower():
-        raise ValueError(f"audio encoder names are lower-case words, got {entry.name!r}")
-    if int(entry.width) < 1:
-        raise ValueError(f"audio encoder {entry.name!r}: width must be >= 1, got {entry.width}")
-    if entry.name in _REGISTRY and not replace:
-        raise ValueError(f"audio encoder {entry.name!r} is already registered")
-    _REGISTRY[entry.name] = entry
-    return entry
+    return _REGISTRY.add(entry, replace)
 
 
 def unregister_audio_encoder(name: str) -> None:
     """Remove ``name`` from the registry (tests, plugins that replace themselves)."""
-    _REGISTRY.pop(name, None)
+    _REGISTRY.remove(name)
 
 
 def audio_encoder_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_audio_encoder(name: str) -> AudioEncoderEntry:
     """The registered entry ``name``; ``ValueError`` naming the registered ones otherwise."""
-    entry = _REGISTRY.get(str(name).strip().lower())
-    if entry is None:
-        raise ValueError(f"unknown audio encoder {name!r}: registered are "
-                         f"{', '.join(audio_encoder_names())}")
-    return entry
+    return _REGISTRY.get(name)
 
 
 register_audio_encoder(AudioEncoderEntry(

@@ -22,6 +22,8 @@ from typing import Callable
 
 import numpy as np
 
+from common.registry import Registry
+
 from .errors import DecodeError, short_reason
 
 #: ``(path, sample_rate) -> waveform or None``
@@ -37,34 +39,25 @@ class AudioReaderEntry:
     read: ReadFn
 
 
-_REGISTRY: dict[str, AudioReaderEntry] = {}
+_REGISTRY: Registry[AudioReaderEntry] = Registry("audio reader")
 
 
 def register_audio_reader(entry: AudioReaderEntry, replace: bool = False) -> AudioReaderEntry:
     """Add ``entry`` to the registry (``replace`` to overwrite an entry of the same name)."""
-    if not entry.name or entry.name != entry.name.strip().lower():
-        raise ValueError(f"audio reader names are lower-case words, got {entry.name!r}")
-    if entry.name in _REGISTRY and not replace:
-        raise ValueError(f"audio reader {entry.name!r} is already registered")
-    _REGISTRY[entry.name] = entry
-    return entry
+    return _REGISTRY.add(entry, replace)
 
 
 def unregister_audio_reader(name: str) -> None:
-    _REGISTRY.pop(name, None)
+    _REGISTRY.remove(name)
 
 
 def audio_reader_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_audio_reader(name: str) -> AudioReaderEntry:
     """The registered entry ``name``; ``ValueError`` naming the registered ones otherwise."""
-    entry = _REGISTRY.get(str(name).strip().lower())
-    if entry is None:
-        raise ValueError(f"unknown audio reader {name!r}: registered are "
-                         f"{', '.join(audio_reader_names())}")
-    return entry
+    return _REGISTRY.get(name)
 
 
 def read_pyav(path: str, sample_rate: int) -> np.ndarray | None:
