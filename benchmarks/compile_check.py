@@ -81,10 +81,11 @@ def compiled(model, parts: dict):
 
 
 def check(model, batches, amp: str, rounds: int, backend="inductor", part: str = "all",
-          use_mask: bool = True, options: dict | None = None) -> list[dict]:
+          use_mask: bool = True, options: dict | None = None, vs_fp32: bool = False) -> list[dict]:
     """One row per round: losses, relative gradient difference, the worst parameter.  ``part``:
     the whole model ("all") or one child module compiled; ``use_mask``: the padded videos masked
-    out of the alignment loss (as the graph step does) or not; ``options``: inductor's."""
+    out of the alignment loss (as the graph step does) or not; ``options``: inductor's;
+    ``vs_fp32``: also each side's distance from the float32 eager gradients (which side is off)."""
     def comp(m):
         return torch.compile(m, backend=backend, options=options or None)
     whole = part == "all"
@@ -100,6 +101,10 @@ def check(model, batches, amp: str, rounds: int, backend="inductor", part: str =
         rel = relative_diff(torch.cat([g.flatten() for g in gc]), torch.cat([g.flatten() for g in ge]))
         rows.append({"round": r + 1, "loss_eager": le, "loss_compiled": lc, "grad_rel_diff": rel,
                      "worst": worst_parameter(model, gc, ge)})
+        if vs_fp32:
+            flat = torch.cat([g.flatten() for g in loss_grads(model, model, batch, mask, "off")[1]])
+            rows[-1]["eager_vs_fp32"] = relative_diff(torch.cat([g.flatten() for g in ge]), flat)
+            rows[-1]["compiled_vs_fp32"] = relative_diff(torch.cat([g.flatten() for g in gc]), flat)
         with torch.no_grad():  # an in-place update of every weight, as the optimiser makes
             for p, g in zip(model.parameters(), ge):
                 p.sub_(1e-3 * torch.sign(g).to(p.dtype))
@@ -122,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--option", nargs="*", default=[],
                     help="inductor options over train's (train.step.COMPILE_OPTIONS), e.g. "
                          "triton.mix_order_reduction=true")
+    ap.add_argument("--vs-fp32", action="store_true",
+                    help="also compare both sides with the float32 eager gradients")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--json", help="write the table here")
@@ -135,9 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     print_table(f"torch.compile{what} ({args.backend}) vs eager, amp={args.amp}"
                 f"{', no mask' if args.no_mask else ''}, torch {torch.__version__} "
                 f"- {device_name(device)}", ["round", "loss eager", "loss compiled",
-                                             "grad rel diff", "worst parameter"],
+                                             "grad rel diff", "worst parameter",
+                                             *(["eager vs fp32", "compiled vs fp32"] * args.vs_fp32)],
                 [[r["round"], f"{r['loss_eager']:.4f}", f"{r['loss_compiled']:.4f}",
-                  f"{r['grad_rel_diff']:.2e}", r["worst"]] for r in rows], args.json)
+                  f"{r['grad_rel_diff']:.2e}", r["worst"],
+                  *([f"{r['eager_vs_fp32']:.2e}", f"{r['compiled_vs_fp32']:.2e}"] * args.vs_fp32)]
+                 for r in rows], args.json)
     print(f"{'DISAGREE' if bad else 'agree'}: {len(bad)} of {len(rows)} rounds above {tol:g}")
     return 1 if bad else 0
 
@@ -169,7 +179,7 @@ def run_check(args, device, store_path: str) -> list[dict]:
             if args.backend == "inductor" else None
         print(f"inductor options: {options}")
         return check(model, batches, args.amp, args.rounds, args.backend, args.part,
-                     not args.no_mask, options)
+                     not args.no_mask, options, args.vs_fp32)
 
 
 if __name__ == "__main__":
