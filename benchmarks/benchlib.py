@@ -62,5 +62,5 @@ def refuse_compile_with_autocast(ap, compile: str, amp: str, device: torch.devic
     from train.config import COMPILE_NEEDS_FP32
     from train.step import graph_autocast
 
-    if compile != "none" and graph_autocast(device, amp) is not contextlib.nullcontext:
+    if compile not in ("none", "regions") and graph_autocast(device, amp) is not contextlib.nullcontext:
         ap.error(COMPILE_NEEDS_FP32.replace("amp = off", "--amp off").replace("set amp=off", "use --amp off"))

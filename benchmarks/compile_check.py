@@ -86,11 +86,13 @@ def check(model, batches, amp: str, rounds: int, backend="inductor", part: str =
     the whole model ("all") or one child module compiled; ``use_mask``: the padded videos masked
     out of the alignment loss (as the graph step does) or not; ``options``: inductor's;
     ``vs_fp32``: also each side's distance from the float32 eager gradients (which side is off)."""
-    def comp(m):
-        return torch.compile(m, backend=backend, options=options or None)
-    whole = part == "all"
-    run = comp(model) if whole else model
-    parts = {} if whole else {part: comp(getattr(model, part))}
+    from train.step import compiled_model
+
+    whole = part in ("all", "regions")  # as train compiles: the model whole, or its regions
+    run = compiled_model(model, "model" if part == "all" else "regions", backend, options) \
+        if whole else model
+    parts = {} if whole else {part: torch.compile(getattr(model, part), backend=backend,
+                                                  options=options or None)}
     rows = []
     for r in range(rounds):
         batch, mask = batches[r % len(batches)]
@@ -121,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", nargs="*", help="model overrides, e.g. d_model=64 n_layers=1")
     ap.add_argument("--part", default="all",
                     help="compile only this child module of the model (audio_enc, align, temporal, "
-                         "fusion, head, ...; default all: the whole model, as train does)")
+                         "head, ...), 'regions' (train.step.COMPILE_REGIONS, each compiled on its "
+                         "own) or 'all' (default: the whole model)")
     ap.add_argument("--no-mask", action="store_true",
                     help="leave the padded videos in the alignment loss (bisecting)")
     ap.add_argument("--option", nargs="*", default=[],
@@ -172,8 +175,8 @@ def run_check(args, device, store_path: str) -> list[dict]:
                                                        **parse_model_overrides(args.model)})
         model = build_model(cfg, seed=0).to(device)
         children = [n for n, _ in model.named_children()]
-        if args.part not in ("all", *children):
-            raise SystemExit(f"compile_check: --part must be 'all' or one of {children}")
+        if args.part not in ("all", "regions", *children):
+            raise SystemExit(f"compile_check: --part must be 'all', 'regions' or one of {children}")
         batches = padded_batches(data, args.batch_size, max(1, min(args.rounds, 4)))
         options = {**COMPILE_OPTIONS, **parse_model_overrides(args.option)} \
             if args.backend == "inductor" else None

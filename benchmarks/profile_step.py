@@ -58,7 +58,7 @@ def main(argv=None) -> None:
     ap.add_argument("--sampler", default="question", choices=["question", "video"])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--top", type=int, default=25)
-    ap.add_argument("--compile", default="none", choices=["graph", "all", "none"],
+    ap.add_argument("--compile", default="none", choices=["graph", "all", "regions", "none"],
                     help="where the model is torch.compile-d (as benchmarks/train_throughput.py)")
     ap.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"],
                     help="auto = bf16 autocast on CUDA (compiling needs off)")

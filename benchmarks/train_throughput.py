@@ -197,7 +197,7 @@ def our_step(data, model_cfg, device, args, idx: list, graph: bool = False):
     scales = [(1.0 / max(1, int((answers[i] >= 0).sum())), 1.0) for i in idx]
     if graph:
         step_fn = GraphStep(model, opts, scheds, settings, autocast, data, args.split,
-                            compile=args.compile != "none")
+                            compile={"none": False, "regions": "regions"}.get(args.compile, True))
         plans_np = [data.plan(args.split, i) for i in idx]
         shape = step_fn.prepare(plans_shape(plans_np, max(len(i) for i in idx)))
         plans = torch.from_numpy(pack_plans(plans_np, shape)).to(device)
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--default-epochs", type=int, default=2,
                     help="also time `python cli.py train --store STORE --epochs N` with its "
                          "defaults (0 = skip); its row shows the last epoch, validation included")
-    ap.add_argument("--compile", default="none", choices=["graph", "all", "none"],
+    ap.add_argument("--compile", default="none", choices=["graph", "all", "regions", "none"],
                     help="torch.compile the model: in the CUDA-graph step (graph: as `train --set "
                          "compile=true`), in the eager step too (all), or nowhere (none: as `train` "
                          "by default); never in the peer-style path.  Needs --amp off")
