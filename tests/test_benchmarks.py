@@ -176,7 +176,7 @@ def test_compile_check_script(store, tmp_path):
 
 
 def test_compile_check_catches_a_compiled_model_wrong_from_its_second_call(store):
-    """The failure the check exists for (bf16 + inductor on the GPU, torch 2.14): the first call
+    """The failure the check exists for (bf16 + inductor on the GPU, torch 2.11): the first call
     right, later ones not.  A backend that scales its outputs from the second call on stands in."""
     import compile_check
     from model import build_model

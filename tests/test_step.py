@@ -18,8 +18,8 @@ from train import StoreData  # noqa: E402
 from train.loop import model_config_for  # noqa: E402
 from train.data import store_dims  # noqa: E402
 from train.predict import Predictor  # noqa: E402
-from train.step import (StaticShape, StepSettings, forward, gather_static, loss_and_metrics,  # noqa: E402
-                        pack_plans, plans_shape)
+from train.step import (COMPILE_REGIONS, StaticShape, StepSettings, compiled_model, forward,  # noqa: E402
+                        gather_static, loss_and_metrics, pack_plans, plans_shape)
 from store.reader import FeatureStore  # noqa: E402
 
 torch.set_num_threads(1)
@@ -89,6 +89,38 @@ def test_padded_step_equals_the_unpadded_eager_step(data, n):
     assert g_ref.keys() == g_pad.keys()
     for name in g_ref:
         torch.testing.assert_close(g_pad[name], g_ref[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_compiled_regions_run_compiled_on_the_models_own_parameters(data):
+    """compile = "regions": a view whose COMPILE_REGIONS go through torch.compile (each region
+    reaches the backend), training the model's own parameters with its gradients; the model
+    itself, its children and its state_dict keys stay as they were."""
+    model, graphs = model_for(data), []
+
+    def backend(gm, inputs):  # records what was compiled, runs it as traced
+        graphs.append(gm)
+        return gm.forward
+
+    view = compiled_model(model, "regions", backend=backend)
+    batch = data.batch("train", np.arange(6))
+    for m in (model, view):
+        out = forward(m, batch)
+        loss = loss_and_metrics(out, batch.answer, float(len(batch.videos)), torch.tensor([1 / 6, 1.0]),
+                                SETTINGS)[0]
+        loss.backward()
+        if m is model:
+            ref, _ = grads(model), model.zero_grad()
+    assert len(graphs) >= len(COMPILE_REGIONS)
+    assert all(getattr(view, n) is not getattr(model, n) for n in COMPILE_REGIONS)
+    assert all(isinstance(getattr(model, n), torch.nn.Module) and getattr(model, n).training
+               for n in COMPILE_REGIONS)
+    assert list(view.state_dict()) == list(model.state_dict())
+    got = grads(model)
+    assert got.keys() == ref.keys()
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], rtol=1e-5, atol=1e-7, msg=name)
+    with pytest.raises(ValueError, match="'model' or 'regions'"):
+        compiled_model(model, "parts")
 
 
 def test_predictor_padded_path_equals_eager_batches(data):

@@ -97,10 +97,10 @@ class TrainConfig:
                 raise ConfigError(message)
 
 
-#: why compile = true is refused with autocast (measured on torch 2.14.1; docs/TRAINING.md)
+#: why compile = true is refused with autocast (measured on torch 2.11, H200; docs/TRAINING.md)
 COMPILE_NEEDS_FP32 = (
     "compile = true needs amp = off: under bf16 autocast (amp = auto on CUDA, or bf16) the "
-    "compiled training step gives wrong gradients from its second call on (torch 2.14, "
+    "compiled training step gives wrong gradients from its second call on (torch 2.11, "
     "measured on an H200 with benchmarks/compile_check.py); set amp=off as well, or leave "
     "compile off")
 

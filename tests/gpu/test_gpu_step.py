@@ -60,7 +60,7 @@ def setup(data, amp):
     return model, opts, scheds, graph_autocast(DEV, amp), StepSettings(0.1, 1.0, 0.0)
 
 
-def run_steps(data, amp, graph: bool, compile: bool = False):
+def run_steps(data, amp, graph: bool, compile: bool | str = False):
     model, opts, scheds, autocast, settings = setup(data, amp)
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
     order = epoch_order(len(data.splits["train"]), torch.Generator().manual_seed(0))
@@ -93,9 +93,11 @@ def run_steps(data, amp, graph: bool, compile: bool = False):
     return torch.stack(losses), delta
 
 
-# no ("bf16", True): under bf16 autocast the compiled step is wrong from its second call on
-# (torch 2.14; TrainConfig refuses it; benchmarks/compile_check.py shows it)
-@pytest.mark.parametrize("amp,compile", [("off", False), ("bf16", False), ("off", True)])
+# no ("bf16", True): under bf16 autocast the whole compiled model is wrong from its second call
+# on (torch 2.11 on the H200; TrainConfig refuses it; benchmarks/compile_check.py shows it), where
+# its regions compiled one by one agree (run e)
+@pytest.mark.parametrize("amp,compile", [("off", False), ("bf16", False), ("off", True),
+                                         ("bf16", "regions")])
 def test_graph_step_gives_the_eager_steps_losses_and_weights(data, amp, compile, exact_fp32):
     eager_losses, eager_delta = run_steps(data, amp, graph=False)
     graph_losses, graph_delta = run_steps(data, amp, graph=True, compile=compile)
@@ -105,7 +107,7 @@ def test_graph_step_gives_the_eager_steps_losses_and_weights(data, amp, compile,
     al_rel = ((graph_losses[:, 3] - eager_losses[:, 3]).abs() / eager_losses[:, 3]).max().item()
     num = sum(float((graph_delta[n] - eager_delta[n]).norm() ** 2) for n in eager_delta) ** 0.5
     den = sum(float(eager_delta[n].norm() ** 2) for n in eager_delta) ** 0.5
-    print(f"\n[{amp}{', compiled' if compile else ''}] {STEPS} steps: CE max rel diff {ce_rel:.2e}, align max rel diff {al_rel:.2e}, "
+    print(f"\n[{amp}{', compiled ' + str(compile) if compile else ''}] {STEPS} steps: CE max rel diff {ce_rel:.2e}, align max rel diff {al_rel:.2e}, "
           f"weight update rel diff {num / den:.2e}")
     tol = 1e-4 if amp == "off" else 2e-2
     assert ce_rel <= tol and al_rel <= tol
