@@ -52,6 +52,14 @@ def read_config_file(path: str | Path) -> dict:
     return data
 
 
+def _describe(tp: Any) -> str:
+    """A type as a config error names it: true/false, one of [...], a number, ..."""
+    if typing.get_origin(tp) is typing.Literal:
+        return f"one of {list(typing.get_args(tp))}"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp)))
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -68,7 +76,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, a, where)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(f"{where}: {value!r} matches none of {tp}")
+        raise ConfigError(f"{where}: {value!r} is not "
+                          + " or ".join(_describe(a) for a in args if a is not type(None)))
     if origin is typing.Literal:
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")

@@ -133,6 +133,11 @@ def test_config_file_then_overrides_and_resume_rules(tmp_path):
     with pytest.raises(ConfigError, match="batch_size must be >= 1"):
         load_train_config(None, {"batch_size": 0})
     assert load_train_config(None, {"compile": True, "amp": "off"}).compile  # float32: allowed
+    # regions are right under bf16; older config.json files hold true/false
+    assert load_train_config(None, {"compile": "regions", "amp": "bf16"}).compile == "regions"
+    assert load_train_config(None, {"compile": "false"}).compile is False
+    with pytest.raises(ConfigError, match=r"'region' is not true/false or one of \['regions'\]"):
+        load_train_config(None, {"compile": "region"})
     recorded = json.loads(json.dumps(cfg.__dict__))
     recorded["stop_after"] = 2
     again = resume_config(recorded, {"device": "cpu", "progress": False})

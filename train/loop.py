@@ -41,7 +41,7 @@ from .plots import plot_curvature_epochs
 from .runs import (CONFIG_FILE, STORE_FILE, RunError, RunInterrupted, append_metrics, close_logger,
                    new_run_dir, read_json, read_metrics, resolve_run_dir, run_logger, set_latest,
                    truncate_metrics)
-from .step import (EagerStep, GraphStep, StepSettings, graph_autocast, graphs_possible, pack_plans,
+from .step import (COMPILE_WORDS, EagerStep, GraphStep, StepSettings, graph_autocast, graphs_possible, pack_plans,
                    plans_shape)
 
 
@@ -235,7 +235,7 @@ class Trainer:
         autocast = graph_autocast(self.ctx.device, cfg.amp)
         if cfg.cuda_graph and ok[0]:
             self.log(f"training step: CUDA graph ({ok[1]}), static batch {cfg.batch_size}, "
-                     f"{'torch.compile' if cfg.compile else 'not compiled'}")
+                     f"{COMPILE_WORDS[cfg.compile]}")
             return GraphStep(self.model, self.optimizers, self.schedulers, settings, autocast,
                              self.data, cfg.train_split, compile=cfg.compile, warn=self.warn)
         why = "cuda_graph = false" if not cfg.cuda_graph else ok[1]

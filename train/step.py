@@ -157,6 +157,11 @@ COMPILE_OPTIONS = {"triton.mix_order_reduction": False}
 COMPILE_REGIONS = ("audio_enc", "visual_enc", "align", "temporal", "head")
 
 
+#: what train.log says of each value of TrainConfig.compile
+COMPILE_WORDS = {False: "not compiled", True: "torch.compile (whole model)",
+                 "regions": "torch.compile (regions: " + ", ".join(COMPILE_REGIONS) + ")"}
+
+
 def compiled_model(model, how: str = "model", backend: str = "inductor", options: dict | None = None):
     """What the step runs: ``model`` compiled whole ("model"), or a shallow view of it whose
     COMPILE_REGIONS run compiled ("regions": the same parameters; the model itself untouched)."""
