@@ -170,7 +170,9 @@ def compiled_model(model, how: str = "model", backend: str = "inductor", options
         return torch.compile(model, backend=backend, options=options)
     if how != "regions":
         raise ValueError(f"compiled_model: how must be 'model' or 'regions', got {how!r}")
-    view = copy.copy(model)  # instance attributes shadow the registered children of the copy only
+    # instance attributes shadow the registered children of the copy only; train()/eval() on
+    # the model still reach every child, which the view shares (SHMamba reads no flag of its own)
+    view = copy.copy(model)
     for name in COMPILE_REGIONS:
         vars(view)[name] = torch.compile(getattr(model, name), backend=backend, options=options)
     return view
