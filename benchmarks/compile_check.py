@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import sys
 import tempfile
 from pathlib import Path
@@ -80,6 +81,25 @@ def compiled(model, parts: dict):
             setattr(model, name, module)
 
 
+#: children the model calls through methods, not ``forward``: compiling the module object alone
+#: would compile nothing of them
+PART_METHODS = {"fusion": ("per_video", "per_question")}
+
+
+def compiled_part(model, part: str, backend: str, options: dict | None):
+    """Child ``NAME`` of the model compiled (``NAME:METHOD``: only that method of it), as a
+    shallow view when the model calls it through methods."""
+    name, _, method = part.partition(":")
+    module = getattr(model, name)
+    methods = (method,) if method else PART_METHODS.get(name, ())
+    if not methods:
+        return torch.compile(module, backend=backend, options=options or None)
+    view = copy.copy(module)
+    for m in methods:
+        vars(view)[m] = torch.compile(getattr(module, m), backend=backend, options=options or None)
+    return view
+
+
 def check(model, batches, amp: str, rounds: int, backend="inductor", part: str = "all",
           use_mask: bool = True, options: dict | None = None, vs_fp32: bool = False) -> list[dict]:
     """One row per round: losses, relative gradient difference, the worst parameter.  ``part``:
@@ -91,8 +111,8 @@ def check(model, batches, amp: str, rounds: int, backend="inductor", part: str =
     whole = part in ("all", "regions")  # as train compiles: the model whole, or its regions
     run = compiled_model(model, "model" if part == "all" else "regions", backend, options) \
         if whole else model
-    parts = {} if whole else {part: torch.compile(getattr(model, part), backend=backend,
-                                                  options=options or None)}
+    name = part.split(":")[0]
+    parts = {} if whole else {name: compiled_part(model, part, backend, options)}
     rows = []
     for r in range(rounds):
         batch, mask = batches[r % len(batches)]
@@ -123,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", nargs="*", help="model overrides, e.g. d_model=64 n_layers=1")
     ap.add_argument("--part", default="all",
                     help="compile only this child module of the model (audio_enc, align, temporal, "
-                         "head, ...), 'regions' (train.step.COMPILE_REGIONS, each compiled on its "
-                         "own) or 'all' (default: the whole model)")
+                         "fusion, head, ...; fusion:per_question: one method of it), 'regions' "
+                         "(train.step.COMPILE_REGIONS, each compiled on its own) or 'all' "
+                         "(default: the whole model)")
     ap.add_argument("--no-mask", action="store_true",
                     help="leave the padded videos in the alignment loss (bisecting)")
     ap.add_argument("--option", nargs="*", default=[],
@@ -175,7 +196,7 @@ def run_check(args, device, store_path: str) -> list[dict]:
                                                        **parse_model_overrides(args.model)})
         model = build_model(cfg, seed=0).to(device)
         children = [n for n, _ in model.named_children()]
-        if args.part not in ("all", "regions", *children):
+        if args.part.split(":")[0] not in ("all", "regions", *children):
             raise SystemExit(f"compile_check: --part must be 'all', 'regions' or one of {children}")
         batches = padded_batches(data, args.batch_size, max(1, min(args.rounds, 4)))
         options = {**COMPILE_OPTIONS, **parse_model_overrides(args.option)} \
