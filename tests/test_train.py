@@ -278,6 +278,14 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_latest_alone(gen, t
     assert (out / "latest").resolve() == good.run_dir.resolve()
 
 
+def test_compile_asked_for_the_eager_step_is_said_to_do_nothing(gen, tmp_path):
+    """On the CPU the eager step runs: compile = regions must not pass silently."""
+    res = train(tiny_cfg(gen.path, tmp_path / "runs", epochs=1, name="c", compile="regions"))
+    log = (res.run_dir / "train.log").read_text()
+    assert "training step: eager" in log
+    assert "compile = regions applies to the CUDA-graph step only" in log
+
+
 @pytest.mark.parametrize("sets,message", [
     (["train_split=nosuchsplit"], "split 'nosuchsplit' has no questions (the store's splits: "),
     (["val_split=dev"], "split 'dev' has no questions"),

@@ -240,6 +240,9 @@ class Trainer:
                              self.data, cfg.train_split, compile=cfg.compile, warn=self.warn)
         why = "cuda_graph = false" if not cfg.cuda_graph else ok[1]
         self.log(f"training step: eager ({why})")
+        if cfg.compile:
+            self.warn(f"compile = {cfg.compile} applies to the CUDA-graph step only; the eager "
+                      "step runs uncompiled")
         train_model = self.model
         if self.ctx.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
