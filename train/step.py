@@ -149,7 +149,8 @@ def gather_static(data: StoreData, split: str, plan: torch.Tensor,
 
 
 #: inductor options of the compiled step: no mix-order reductions, which corrupted gradients
-#: silently in pytorch/pytorch#190796 and #193061 (the suspect of run d's bf16 failure)
+#: silently in pytorch/pytorch#190796 and #193061 (with them on, run e's whole bf16 model was
+#: wrong from the first call; off, from the third)
 COMPILE_OPTIONS = {"triton.mix_order_reduction": False}
 
 #: the children of the model that ``compile = "regions"`` compiles one by one (each agrees with
