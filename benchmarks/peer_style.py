@@ -187,7 +187,7 @@ def peer_extract_video(video: str | Path, work_dir: str | Path, out_dir: str | P
     times.ffmpeg_audio += t2 - t1
 
     images = [preprocess(Image.open(p).convert("RGB")) for p in jpgs[:T]]
-    pixels = torch.stack(images).to(device)
+    pixels = torch.stack(images).to(device, clip_encoder.dtype)  # the encoders' precision
     with clip_encoder.autocast():
         visual = clip_encoder.model.encode_image(pixels)
     visual = fit_length(visual.float().cpu().numpy(), T)
@@ -199,7 +199,7 @@ def peer_extract_video(video: str | Path, work_dir: str | Path, out_dir: str | P
     if examples.ndim == 3:
         examples = examples[:, None]
     with vggish_encoder.autocast():
-        audio = vggish_encoder.model(examples.float().to(device))
+        audio = vggish_encoder.model(examples.to(device, vggish_encoder.dtype))
     audio = fit_length(audio.float().cpu().numpy().reshape(-1, 128), T)
     _sync(device)
     t4 = time.perf_counter()

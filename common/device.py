@@ -34,13 +34,20 @@ def resolve_device(pref: str = "auto", local_rank: int = 0) -> "torch.device":
     return dev
 
 
-def autocast_dtype(device: "torch.device", precision: str) -> "torch.dtype | None":
-    """The autocast dtype for ``precision`` on ``device`` (None = plain float32).  The CPU runs
-    bf16 only when asked: in the extraction pipeline it was not faster (BENCHMARKS.md, §E)."""
+def weights_dtype(device: "torch.device", precision: str) -> "torch.dtype":
+    """The dtype an encoder's weights are kept in: bfloat16 for ``precision = bf16`` on the CPU,
+    float32 otherwise.  Why not autocast there: it turns off the fused attention path and casts
+    every weight on every call, which made CLIP slower than float32 (docs/EXTRACTION.md)."""
     import torch
 
-    if device.type == "cpu" and precision == "bf16":
-        return torch.bfloat16
+    return torch.bfloat16 if device.type == "cpu" and precision == "bf16" else torch.float32
+
+
+def autocast_dtype(device: "torch.device", precision: str) -> "torch.dtype | None":
+    """The autocast dtype for ``precision`` on ``device`` (None = no autocast: float32 weights, or
+    bfloat16 ones on the CPU, :func:`weights_dtype`)."""
+    import torch
+
     if device.type != "cuda" or precision == "fp32":
         return None
     if precision == "fp16":

@@ -78,8 +78,9 @@ class ExtractConfig:
     question_shard_size: int = 8192
     #: 'auto' (CUDA when available), 'cpu' or 'cuda'
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    #: encoder autocast: 'auto' = bf16 where supported on CUDA, else fp16, and float32 on the CPU;
-    #: 'bf16' also on the CPU (not faster there in the pipeline); fp16 is CUDA-only
+    #: encoder precision: 'auto' = bf16 autocast where supported on CUDA, else fp16, and float32
+    #: on the CPU; 'bf16' on the CPU keeps the weights in bf16 (~1.9x CLIP on CPUs with native
+    #: bf16, docs/EXTRACTION.md); fp16 is CUDA-only
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     #: address of an existing dask.distributed scheduler (tcp://host:port)
     scheduler: str = ""

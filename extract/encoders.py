@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from common.device import Autocast, resolve_device
+from common.device import Autocast, resolve_device, weights_dtype
 
 from .audio import AudioEncoder, AudioEncoderEntry, get_audio_encoder
 from .clip_models import import_open_clip
@@ -80,7 +80,8 @@ class ClipEncoder:
         except RuntimeError as exc:
             raise WeightsError(f"cannot build CLIP {model_name!r} with {weights.identity}: {exc}") from None
         self.device = resolve_device(device)
-        self.model = model.eval().requires_grad_(False).to(self.device)
+        self.dtype = weights_dtype(self.device, precision)
+        self.model = model.eval().requires_grad_(False).to(self.device, self.dtype)
         self.autocast = Autocast.for_precision(self.device, precision)
         self.tokenizer = open_clip.get_tokenizer(name)
         pp = getattr(model.visual, "preprocess_cfg", {}) or {}
@@ -105,7 +106,7 @@ class ClipEncoder:
         if x.ndim != 4 or x.shape[-1] != 3:
             raise ValueError(f"frames must be [N, H, W, 3] uint8, got {tuple(x.shape)}")
         x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-        return (x - self.mean) / self.std
+        return ((x - self.mean) / self.std).to(self.dtype)
 
     @torch.no_grad()
     def encode_images(self, frames: np.ndarray | torch.Tensor, patches: bool = False

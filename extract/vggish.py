@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from common.device import Autocast, resolve_device
+from common.device import Autocast, resolve_device, weights_dtype
 
 from .logmel import NUM_BANDS, NUM_FRAMES, LogMelFrontEnd
 from .weights import (ResolvedWeights, WeightsError, load_state_dict_file, resolve_vggish_pca,
@@ -31,7 +31,8 @@ class VGGishEncoder:
         self.weights = weights
         model = vgg_network(weights)
         self.device = resolve_device(device)
-        self.model = model.eval().requires_grad_(False).to(self.device)
+        self.dtype = weights_dtype(self.device, precision)
+        self.model = model.eval().requires_grad_(False).to(self.device, self.dtype)
         self.autocast = Autocast.for_precision(self.device, precision)
         self.postprocess = bool(postprocess)
         self.pca = pca
@@ -55,7 +56,7 @@ class VGGishEncoder:
             raise ValueError(f"audio patches must be [N, 96, 64], got {tuple(x.shape)}")
         if x.shape[0] == 0:
             return np.zeros((0, WIDTH), np.float32)
-        x = x.to(self.device, non_blocking=True)[:, None]
+        x = x.to(self.device, self.dtype, non_blocking=True)[:, None]
         with torch.no_grad():
             with self.autocast():
                 emb = self.model(x)

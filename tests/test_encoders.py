@@ -56,12 +56,14 @@ def test_image_embeddings_and_patch_tokens(clip):
 
 
 def test_cpu_runs_bf16_when_asked_and_float32_by_default(clip):
-    """precision='bf16' is honoured on the CPU (it was silently float32): close to the float32
+    """precision='bf16' is honoured on the CPU (it was silently float32), with the weights in
+    bfloat16 and no autocast (autocast there was slower than float32): close to the float32
     embeddings, not equal to them; 'auto' stays float32 there."""
-    assert clip.autocast.dtype is None                        # the fixture: precision 'auto'
+    assert clip.autocast.dtype is None and clip.dtype == torch.float32  # the fixture: 'auto'
     bf16 = ClipEncoder("ViT-B-32", resolve_clip_weights("ViT-B-32", "random:0"), device="cpu",
                        precision="bf16", text_len=8)
-    assert bf16.autocast.dtype == torch.bfloat16
+    assert bf16.autocast.dtype is None
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
     frames = np.random.default_rng(1).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
     ref, got = clip.encode_images(frames)[0], bf16.encode_images(frames)[0]
     cos = (ref * got).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(got, axis=1)
@@ -73,6 +75,16 @@ def test_cpu_runs_bf16_when_asked_and_float32_by_default(clip):
 @pytest.fixture(scope="module")
 def vggish3():
     return VGGishEncoder(resolve_vggish_weights("random:3"))
+
+
+def test_vggish_on_the_cpu_in_bf16_keeps_bf16_weights_close_to_float32(vggish3):
+    bf16 = VGGishEncoder(resolve_vggish_weights("random:3"), precision="bf16")
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
+    x = np.random.default_rng(2).normal(size=(4, 96, 64)).astype(np.float32)
+    ref, got = vggish3.encode(x), bf16.encode(x)
+    assert got.dtype == np.float32 and not np.array_equal(ref, got)
+    cos = (ref * got).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(got, axis=1)
+    assert cos.min() > 0.999, cos
 
 
 def test_random_weights_are_seeded(vggish3):
