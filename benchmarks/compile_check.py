@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import sys
 import tempfile
 from pathlib import Path
@@ -89,15 +88,14 @@ PART_METHODS = {"fusion": ("per_video", "per_question")}
 def compiled_part(model, part: str, backend: str, options: dict | None):
     """Child ``NAME`` of the model compiled (``NAME:METHOD``: only that method of it), as a
     shallow view when the model calls it through methods."""
+    from train.step import compiled_view
+
     name, _, method = part.partition(":")
     module = getattr(model, name)
     methods = (method,) if method else PART_METHODS.get(name, ())
     if not methods:
         return torch.compile(module, backend=backend, options=options or None)
-    view = copy.copy(module)
-    for m in methods:
-        vars(view)[m] = torch.compile(getattr(module, m), backend=backend, options=options or None)
-    return view
+    return compiled_view(module, methods, backend, options or None)
 
 
 def check(model, batches, amp: str, rounds: int, backend="inductor", part: str = "all",
@@ -120,13 +118,14 @@ def check(model, batches, amp: str, rounds: int, backend="inductor", part: str =
         le, ge = loss_grads(model, model, batch, mask, amp)
         with compiled(model, parts):
             lc, gc = loss_grads(model, run, batch, mask, amp)
-        rel = relative_diff(torch.cat([g.flatten() for g in gc]), torch.cat([g.flatten() for g in ge]))
-        rows.append({"round": r + 1, "loss_eager": le, "loss_compiled": lc, "grad_rel_diff": rel,
+        flat_e, flat_c = (torch.cat([g.flatten() for g in gs]) for gs in (ge, gc))
+        rows.append({"round": r + 1, "loss_eager": le, "loss_compiled": lc,
+                     "grad_rel_diff": relative_diff(flat_c, flat_e),
                      "worst": worst_parameter(model, gc, ge)})
         if vs_fp32:
             flat = torch.cat([g.flatten() for g in loss_grads(model, model, batch, mask, "off")[1]])
-            rows[-1]["eager_vs_fp32"] = relative_diff(torch.cat([g.flatten() for g in ge]), flat)
-            rows[-1]["compiled_vs_fp32"] = relative_diff(torch.cat([g.flatten() for g in gc]), flat)
+            rows[-1]["eager_vs_fp32"] = relative_diff(flat_e, flat)
+            rows[-1]["compiled_vs_fp32"] = relative_diff(flat_c, flat)
         with torch.no_grad():  # an in-place update of every weight, as the optimiser makes
             for p, g in zip(model.parameters(), ge):
                 p.sub_(1e-3 * torch.sign(g).to(p.dtype))

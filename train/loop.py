@@ -41,8 +41,8 @@ from .plots import plot_curvature_epochs
 from .runs import (CONFIG_FILE, STORE_FILE, RunError, RunInterrupted, append_metrics, close_logger,
                    new_run_dir, read_json, read_metrics, resolve_run_dir, run_logger, set_latest,
                    truncate_metrics)
-from .step import (COMPILE_WORDS, EagerStep, GraphStep, StepSettings, graph_autocast, graphs_possible, pack_plans,
-                   plans_shape)
+from .step import (COMPILE_WORDS, EagerStep, GraphStep, StepSettings, graph_autocast,
+                   graphs_possible, pack_plans, plans_shape)
 
 
 @dataclass

@@ -171,11 +171,17 @@ def compiled_model(model, how: str = "model", backend: str = "inductor", options
         return torch.compile(model, backend=backend, options=options)
     if how != "regions":
         raise ValueError(f"compiled_model: how must be 'model' or 'regions', got {how!r}")
+    return compiled_view(model, COMPILE_REGIONS, backend, options)
+
+
+def compiled_view(obj, names: Sequence[str], backend: str = "inductor", options: dict | None = None):
+    """A shallow copy of ``obj`` whose attributes ``names`` (children, bound methods) run
+    torch.compile-d; ``obj`` is untouched and shares its parameters with the copy."""
     # instance attributes shadow the registered children of the copy only; train()/eval() on
-    # the model still reach every child, which the view shares (SHMamba reads no flag of its own)
-    view = copy.copy(model)
-    for name in COMPILE_REGIONS:
-        vars(view)[name] = torch.compile(getattr(model, name), backend=backend, options=options)
+    # obj still reach every child, which the view shares (SHMamba reads no flag of its own)
+    view = copy.copy(obj)
+    for name in names:
+        vars(view)[name] = torch.compile(getattr(obj, name), backend=backend, options=options)
     return view
 
 
@@ -189,9 +195,9 @@ class GraphStep:
                  warn: Callable[[str], None] | None = None):
         self.model, self.optimizers, self.schedulers, self.s = model, optimizers, schedulers, settings
         # torch.compile fuses the small elementwise kernels that the graph would replay one by one
-        how = ("model" if compile else None) if isinstance(compile, bool) else compile
-        self.run_model = compiled_model(model, how) if how else model
-        self.compile_untried, self.warn = bool(how), warn or (lambda msg: None)
+        how = "regions" if compile == "regions" else "model"
+        self.run_model = compiled_model(model, how) if compile else model
+        self.compile_untried, self.warn = bool(compile), warn or (lambda msg: None)
         self.autocast, self.data, self.split = autocast, data, split
         self.acc = torch.zeros(4, dtype=torch.float64, device=data.device)
         self.scales = torch.ones(2, dtype=torch.float32, device=data.device)
