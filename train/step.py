@@ -153,9 +153,11 @@ def gather_static(data: StoreData, split: str, plan: torch.Tensor,
 #: wrong from the first call; off, from the third)
 COMPILE_OPTIONS = {"triton.mix_order_reduction": False}
 
-#: the children of the model that ``compile = "regions"`` compiles one by one (each agrees with
-#: eager under bf16 on its own, where the whole compiled model does not: docs/TRAINING.md)
-COMPILE_REGIONS = ("audio_enc", "visual_enc", "align", "temporal", "head")
+#: what ``compile = "regions"`` compiles one by one: children, or ``child.method`` where the model
+#: calls a child through its methods (each agrees with eager under bf16 on its own, where the
+#: whole compiled model does not: docs/TRAINING.md)
+COMPILE_REGIONS = ("audio_enc", "visual_enc", "question_enc", "align", "temporal",
+                   "fusion.per_video", "fusion.per_question", "head")
 
 
 #: what train.log says of each value of TrainConfig.compile
@@ -175,13 +177,20 @@ def compiled_model(model, how: str = "model", backend: str = "inductor", options
 
 
 def compiled_view(obj, names: Sequence[str], backend: str = "inductor", options: dict | None = None):
-    """A shallow copy of ``obj`` whose attributes ``names`` (children, bound methods) run
-    torch.compile-d; ``obj`` is untouched and shares its parameters with the copy."""
+    """A shallow copy of ``obj`` whose attributes ``names`` (children, bound methods; "a.b" is
+    attribute b of a view of child a) run torch.compile-d; ``obj`` is untouched and shares its
+    parameters with the copy."""
     # instance attributes shadow the registered children of the copy only; train()/eval() on
     # obj still reach every child, which the view shares (SHMamba reads no flag of its own)
-    view = copy.copy(obj)
+    view, nested = copy.copy(obj), {}
     for name in names:
-        vars(view)[name] = torch.compile(getattr(obj, name), backend=backend, options=options)
+        head, _, rest = name.partition(".")
+        if rest:
+            nested.setdefault(head, []).append(rest)
+        else:
+            vars(view)[name] = torch.compile(getattr(obj, name), backend=backend, options=options)
+    for head, rest in nested.items():
+        vars(view)[head] = compiled_view(getattr(obj, head), rest, backend, options)
     return view
 
 
