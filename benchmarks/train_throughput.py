@@ -458,10 +458,13 @@ def main(argv: list[str] | None = None) -> dict:
                      f"{qa_s / peer_qa_s:.2f}" if peer_qa_s else "-",
                      "-" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}", note])
     if default is not None:
-        rows.append([f"python cli.py train (defaults; step: {default['step'].split(' (')[0]})", 64,
+        compiled = "compile" in default["step"] and "not compiled" not in default["step"]
+        step = default["step"].split(" (")[0] + (", compiled" if compiled else "")
+        rows.append([f"python cli.py train (defaults; step: {step})", 64,
                      f"{default['qa_per_s']:,.0f}", f"{default['epoch_s']:.3f} (with val)", "-", "-",
                      "-", f"{default['qa_per_s'] / peer_qa_s:.2f}" if peer_qa_s else "-", "-",
-                     f"whole command {default['wall_s']:.1f} s for {args.default_epochs} epochs"])
+                     f"whole command {default['wall_s']:.1f} s for {args.default_epochs} epochs, "
+                     f"first epoch {default['epochs'][0]['time']:.1f} s"])
     ours_ok = [(bs, rate(r)) for name, bs, r, _ in entries if r is not None and name.startswith("ours")]
     best_bs, best_qa_s = max(ours_ok, key=lambda x: x[1]) if ours_ok else (None, None)
 

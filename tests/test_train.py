@@ -136,7 +136,8 @@ def test_config_file_then_overrides_and_resume_rules(tmp_path):
     # regions are right under bf16; older config.json files hold true/false
     assert load_train_config(None, {"compile": "regions", "amp": "bf16"}).compile == "regions"
     assert load_train_config(None, {"compile": "false"}).compile is False
-    with pytest.raises(ConfigError, match=r"'region' is not true/false or one of \['regions'\]"):
+    assert load_train_config(None, {}).compile == "auto"  # regions on the CUDA-graph step
+    with pytest.raises(ConfigError, match=r"'region' is not true/false or one of \['auto', 'regions'\]"):
         load_train_config(None, {"compile": "region"})
     recorded = json.loads(json.dumps(cfg.__dict__))
     recorded["stop_after"] = 2
@@ -284,6 +285,9 @@ def test_compile_asked_for_the_eager_step_is_said_to_do_nothing(gen, tmp_path):
     log = (res.run_dir / "train.log").read_text()
     assert "training step: eager" in log
     assert "compile = regions applies to the CUDA-graph step only" in log
+    # the default (auto) compiles where it can and says nothing where it cannot
+    res = train(tiny_cfg(gen.path, tmp_path / "runs", epochs=1, name="d"))
+    assert "applies to the CUDA-graph step only" not in (res.run_dir / "train.log").read_text()
 
 
 @pytest.mark.parametrize("sets,message", [

@@ -236,11 +236,14 @@ class Trainer:
         if cfg.cuda_graph and ok[0]:
             self.log(f"training step: CUDA graph ({ok[1]}), static batch {cfg.batch_size}, "
                      f"{COMPILE_WORDS[cfg.compile]}")
+            if cfg.compile:
+                self.log("the first steps compile: about 1.5 min on a fresh machine, seconds once "
+                         "inductor's disk cache holds them (--set compile=false skips it)")
             return GraphStep(self.model, self.optimizers, self.schedulers, settings, autocast,
                              self.data, cfg.train_split, compile=cfg.compile, warn=self.warn)
         why = "cuda_graph = false" if not cfg.cuda_graph else ok[1]
         self.log(f"training step: eager ({why})")
-        if cfg.compile:
+        if cfg.compile not in (False, "auto"):
             self.warn(f"compile = {cfg.compile} applies to the CUDA-graph step only; the eager "
                       "step runs uncompiled")
         train_model = self.model

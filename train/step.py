@@ -162,6 +162,7 @@ COMPILE_REGIONS = ("audio_enc", "visual_enc", "question_enc", "align", "temporal
 
 #: what train.log says of each value of TrainConfig.compile
 COMPILE_WORDS = {False: "not compiled", True: "torch.compile (whole model)",
+                 "auto": "torch.compile (auto: regions: " + ", ".join(COMPILE_REGIONS) + ")",
                  "regions": "torch.compile (regions: " + ", ".join(COMPILE_REGIONS) + ")"}
 
 
@@ -204,7 +205,7 @@ class GraphStep:
                  warn: Callable[[str], None] | None = None):
         self.model, self.optimizers, self.schedulers, self.s = model, optimizers, schedulers, settings
         # torch.compile fuses the small elementwise kernels that the graph would replay one by one
-        how = "regions" if compile == "regions" else "model"
+        how = "model" if compile is True else "regions"  # "auto" compiles the regions
         self.run_model = compiled_model(model, how) if compile else model
         self.compile_untried, self.warn = bool(compile), warn or (lambda msg: None)
         self.autocast, self.data, self.split = autocast, data, split
