@@ -312,6 +312,9 @@ def run_default(inputs: Path, out: Path, args: argparse.Namespace, n_videos: int
     if proc.returncode != 0:
         raise RuntimeError(f"the default extract command failed ({proc.returncode}):\n"
                            f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    # the command's own clock and milestones: the rest of the wall is interpreter start + imports
+    print(next((ln.strip() for ln in proc.stdout.splitlines() if "seconds" in ln),
+               "default command: no 'seconds' row in its summary"), flush=True)
     with FeatureStore(out) as fs:
         if fs.n_videos != n_videos:
             raise RuntimeError(f"the default extract command stored {fs.n_videos} of {n_videos} videos")
