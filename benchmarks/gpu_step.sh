@@ -1,7 +1,7 @@
 # Sourced by benchmarks/gpu_*.sh at their top: the output folder $OUT (the script's first argument),
 # the benchmark store's folder $B, the card and core count in $OUT/all.log and card_<script>.txt,
 # and `step NAME SECONDS COMMAND...`, which runs one measurement under its own time limit and
-# appends its whole output to $OUT/all.log (the device tool returns at most 8 files).
+# appends its output to $OUT/all.log as it comes (the device tool returns at most 8 files).
 set -u
 OUT=${1:-/tmp/gpu_out}
 B=/tmp/bench
@@ -13,6 +13,6 @@ nproc | tee -a "$OUT/all.log"
 step() {
   local name=$1 secs=$2; shift 2
   echo "=== $name ($(date -u +%H:%M:%S))" | tee -a "$OUT/all.log"
-  timeout "$secs" "$@" > "/tmp/$name.log" 2>&1; echo "rc=$?" >> "/tmp/$name.log"
-  cat "/tmp/$name.log" >> "$OUT/all.log"
+  # straight into all.log: a call cut at the device budget still returns what ran
+  timeout "$secs" "$@" >> "$OUT/all.log" 2>&1; echo "rc=$?" >> "$OUT/all.log"
 }
