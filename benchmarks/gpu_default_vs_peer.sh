@@ -8,7 +8,7 @@ source "$(dirname "$0")/gpu_step.sh"  # set -u, $OUT (= $1), $B, the card
 step train_throughput 360 python3 benchmarks/train_throughput.py $B/feats.h5 --batch-sizes 64 4096 \
   --samplers question video --step graph --steps 15 --peer-steps 40 --default-epochs 3 \
   --json "$OUT/train.json"
-step train_default_warm 120 python3 cli.py train --store $B/feats.h5 --epochs 2 --out /tmp/runs \
+step train_default_warm 120 python3 cli.py train --store $B/feats.h5 --set stop_after=2 --out /tmp/runs \
   --name warm --no-progress
 cp /tmp/runs/warm/train.log "$OUT/train_warm.log" 2>/dev/null
 grep -E "^=== |QA/s|peer|default|rc=" "$OUT/all.log" | head -40

@@ -241,17 +241,18 @@ def time_ours(data, model_cfg, batch_size: int, device, args, sampler: str = "qu
 
 
 def time_default_command(store: str, epochs: int, device: torch.device) -> dict | None:
-    """``python cli.py train --store STORE --epochs N`` as a user types it (defaults otherwise),
-    in a subprocess: QA/s and time of its last epoch (validation included) from metrics.jsonl,
-    and the whole command's wall time (process start, data load, capture included)."""
+    """``python cli.py train --store STORE`` as a user types it, stopped after N epochs
+    (``stop_after``, so the run keeps its default length, which ``compile = "auto"`` looks at), in
+    a subprocess: QA/s and time of its last epoch (validation included) from metrics.jsonl, and
+    the whole command's wall time (process start, data load, capture included)."""
     import json
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[1]
     out = Path(tempfile.mkdtemp(prefix="default-train-"))
-    cmd = [sys.executable, str(root / "cli.py"), "train", "--store", str(store), "--epochs",
-           str(epochs), "--out", str(out), "--name", "run"]
+    cmd = [sys.executable, str(root / "cli.py"), "train", "--store", str(store), "--set",
+           f"stop_after={epochs}", "--out", str(out), "--name", "run"]
     if device.type == "cpu":
         cmd += ["--device", "cpu"]
     t = time.perf_counter()
@@ -341,8 +342,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--step", nargs="+", choices=["eager", "graph"], default=None,
                     help="training step of our rows (default: both on CUDA, eager on CPU)")
     ap.add_argument("--default-epochs", type=int, default=2,
-                    help="also time `python cli.py train --store STORE --epochs N` with its "
-                         "defaults (0 = skip); its row shows the last epoch, validation included")
+                    help="also time `python cli.py train --store STORE --set stop_after=N` (the "
+                         "defaults, stopped after N epochs; 0 = skip); its row shows the last "
+                         "epoch, validation included")
     ap.add_argument("--compile", default="none", choices=["graph", "all", "regions", "none"],
                     help="torch.compile the model: in the CUDA-graph step (graph: as `train --set "
                          "compile=true`), in the eager step too (all), or nowhere (none: as `train` "

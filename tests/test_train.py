@@ -22,6 +22,7 @@ from train import (CheckpointError, DataError, StoreData, find_checkpoint, load_
 from train.checkpoint import save_checkpoint  # noqa: E402
 from train.data import batch_indices, epoch_order  # noqa: E402
 from train.optim import lr_factor, make_optimizers, make_schedulers  # noqa: E402
+from train.step import AUTO_COMPILE_STEPS, resolve_compile  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -137,6 +138,10 @@ def test_config_file_then_overrides_and_resume_rules(tmp_path):
     assert load_train_config(None, {"compile": "regions", "amp": "bf16"}).compile == "regions"
     assert load_train_config(None, {"compile": "false"}).compile is False
     assert load_train_config(None, {}).compile == "auto"  # regions on the CUDA-graph step
+    # auto compiles runs long enough to gain from it; an explicit setting is kept
+    assert resolve_compile("auto", AUTO_COMPILE_STEPS) == "regions"
+    assert resolve_compile("auto", AUTO_COMPILE_STEPS - 1) is False
+    assert resolve_compile(True, 1) is True and resolve_compile("regions", 1) == "regions"
     with pytest.raises(ConfigError, match=r"'region' is not true/false or one of \['auto', 'regions'\]"):
         load_train_config(None, {"compile": "region"})
     recorded = json.loads(json.dumps(cfg.__dict__))

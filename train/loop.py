@@ -41,8 +41,8 @@ from .plots import plot_curvature_epochs
 from .runs import (CONFIG_FILE, STORE_FILE, RunError, RunInterrupted, append_metrics, close_logger,
                    new_run_dir, read_json, read_metrics, resolve_run_dir, run_logger, set_latest,
                    truncate_metrics)
-from .step import (COMPILE_WORDS, EagerStep, GraphStep, StepSettings, graph_autocast,
-                   graphs_possible, pack_plans, plans_shape)
+from .step import (AUTO_COMPILE_STEPS, COMPILE_WORDS, EagerStep, GraphStep, StepSettings,
+                   graph_autocast, graphs_possible, pack_plans, plans_shape, resolve_compile)
 
 
 @dataclass
@@ -234,13 +234,16 @@ class Trainer:
         settings = StepSettings(float(cfg.align_weight), float(cfg.grad_clip), float(cfg.label_smoothing))
         autocast = graph_autocast(self.ctx.device, cfg.amp)
         if cfg.cuda_graph and ok[0]:
+            compile = resolve_compile(cfg.compile, self.steps_per_epoch * cfg.epochs)
+            auto = "" if cfg.compile != "auto" else (
+                "auto: " if compile else f"auto: fewer than {AUTO_COMPILE_STEPS} steps, ")
             self.log(f"training step: CUDA graph ({ok[1]}), static batch {cfg.batch_size}, "
-                     f"{COMPILE_WORDS[cfg.compile]}")
-            if cfg.compile:
+                     f"{auto}{COMPILE_WORDS[compile]}")
+            if compile:
                 self.log("the first steps compile: about 1.5 min on a fresh machine, seconds once "
                          "inductor's disk cache holds them (--set compile=false skips it)")
             return GraphStep(self.model, self.optimizers, self.schedulers, settings, autocast,
-                             self.data, cfg.train_split, compile=cfg.compile, warn=self.warn)
+                             self.data, cfg.train_split, compile=compile, warn=self.warn)
         why = "cuda_graph = false" if not cfg.cuda_graph else ok[1]
         self.log(f"training step: eager ({why})")
         if cfg.compile not in (False, "auto"):
