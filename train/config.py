@@ -65,10 +65,11 @@ class TrainConfig:
     #: eager elsewhere); same arithmetic as the eager step, other dropout draws
     cuda_graph: bool = True
     #: torch.compile inside the CUDA-graph step: "auto" = "regions" there for runs of >= 2,500
-    #: steps (train.step.AUTO_COMPILE_STEPS), nothing on the eager step; "regions" = encoders, alignment, temporal blocks, fusion and head compiled one by one
-    #: (right under bf16; 14.5k -> 19.6k QA/s at batch 64 on an H200); true = the whole model,
-    #: which needs amp = off (under bf16 its gradients are wrong); false = off.  Compiling costs
-    #: ~1.5 min the first time on a machine (inductor caches it on disk): docs/TRAINING.md
+    #: steps (train.step.AUTO_COMPILE_STEPS), nothing on the eager step; "regions" = encoders,
+    #: alignment, temporal blocks, fusion and head compiled one by one (right under bf16; 14.5k
+    #: -> 19.6k QA/s at batch 64 on an H200); true = the whole model, which needs amp = off
+    #: (under bf16 its gradients are wrong); false = off.  Compiling costs ~1.5 min the first
+    #: time on a machine (inductor caches it on disk): docs/TRAINING.md
     compile: bool | Literal["auto", "regions"] = "auto"
 
     def __post_init__(self) -> None:
