@@ -440,7 +440,9 @@ def train_cmd(
                                "settings may change."),
     set_: list[str] = typer.Option(None, "--set", help="Override any config field, KEY=VALUE "
                                    "(JSON value), e.g. --set model.d_model=128 --set "
-                                   "align_weight=0.05; repeatable; applied last."),
+                                   "align_weight=0.05; repeatable; applied last. "
+                                   "--set compile=false skips torch.compile of the GPU step "
+                                   "(on by default for runs of >= 2,500 steps; train/config.py)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar (log "
                                      "lines are still printed)."),
 ) -> None:
