@@ -128,14 +128,19 @@ def test_graphed_predictions_equal_eager_predictions(data, exact_fp32):
     assert np.array_equal(again.pred, graphed.pred)
 
 
-def test_train_command_runs_the_graph_step_and_resumes(store_path, tmp_path):
+# compile "auto" (the default) leaves this short run uncompiled; "regions" is what a default
+# run of >= AUTO_COMPILE_STEPS steps compiles: it must resume too (compiled again on resume)
+@pytest.mark.parametrize("compile,words", [("auto", ", auto: fewer than"),
+                                           ("regions", "torch.compile (regions: ")])
+def test_train_command_runs_the_graph_step_and_resumes(store_path, tmp_path, compile, words):
     cfg = load_train_config(None, {"store": str(store_path), "out": str(tmp_path), "name": "r",
                                    "epochs": 3, "batch_size": 16, "progress": False,
-                                   "stop_after": 2})
+                                   "stop_after": 2, "compile": compile})
     first = train(cfg)
     assert first.stopped == "stop_after"
     log = (tmp_path / "r" / "train.log").read_text()
-    assert "training step: CUDA graph" in log and ", auto: " in log  # the default
+    assert "training step: CUDA graph" in log and words in log
+    assert "torch.compile failed" not in log
     cfg2, run_dir = prepare_config(None, {"progress": False}, resume=str(tmp_path / "r"))
     result = train(cfg2, resume=str(run_dir))
     rows = read_metrics(tmp_path / "r")
