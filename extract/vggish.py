@@ -32,7 +32,10 @@ class VGGishEncoder:
         model = vgg_network(weights)
         self.device = resolve_device(device)
         self.dtype = weights_dtype(self.device, precision)
-        self.model = model.eval().requires_grad_(False).to(self.device, self.dtype)
+        # oneDNN's CPU convolutions run ~1.4x faster channels-last, with the same values
+        self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        self.model = model.eval().requires_grad_(False).to(self.device, self.dtype).to(
+            memory_format=self.memory_format)
         self.autocast = Autocast.for_precision(self.device, precision)
         self.postprocess = bool(postprocess)
         self.pca = pca
@@ -56,7 +59,8 @@ class VGGishEncoder:
             raise ValueError(f"audio patches must be [N, 96, 64], got {tuple(x.shape)}")
         if x.shape[0] == 0:
             return np.zeros((0, WIDTH), np.float32)
-        x = x.to(self.device, self.dtype, non_blocking=True)[:, None]
+        x = x.to(self.device, self.dtype, non_blocking=True)[:, None].contiguous(
+            memory_format=self.memory_format)
         with torch.no_grad():
             with self.autocast():
                 emb = self.model(x)

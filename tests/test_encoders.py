@@ -2,6 +2,8 @@
 resolution: token path vs encode_text, seeds, weight files, fail-fast without network."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -85,6 +87,17 @@ def test_vggish_on_the_cpu_in_bf16_keeps_bf16_weights_close_to_float32(vggish3):
     assert got.dtype == np.float32 and not np.array_equal(ref, got)
     cos = (ref * got).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(got, axis=1)
     assert cos.min() > 0.999, cos
+
+
+def test_vggish_channels_last_on_the_cpu_equals_the_library_layout(vggish3):
+    """The CPU fast path (channels-last convolutions) against torchvggish's own layout."""
+    assert vggish3.model.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    ref = copy.deepcopy(vggish3.model).to(memory_format=torch.contiguous_format)
+    assert ref.features[0].weight.is_contiguous()
+    x = np.random.default_rng(5).standard_normal((7, 96, 64)).astype(np.float32)
+    with torch.no_grad():
+        expected = ref(torch.as_tensor(x)[:, None]).numpy()
+    np.testing.assert_allclose(vggish3.encode(x), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_random_weights_are_seeded(vggish3):
