@@ -302,3 +302,11 @@ def test_flop_count_split_predicts_another_batch_shape():
          + out.align_loss).backward()
     counted = fc.get_total_flops() + V * scan_flops_per_video(cfg, T)
     assert step_flops(flops, V, V * V, B) == pytest.approx(counted, rel=1e-9)
+
+
+def test_vggish_layout_script(tmp_path):
+    js = tmp_path / "vggish.json"
+    out = run_script("vggish_layout.py", "--patches", "2", "--repeats", "1", "--json", str(js))
+    rows = load_table(js, out)["rows"]
+    assert [r[0] for r in rows] == ["fp32", "bf16"]
+    assert float(rows[0][4]) < 1e-5 and float(rows[1][4]) < 5e-2  # same values, either layout
