@@ -11,12 +11,16 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchlib import print_table  # noqa: E402
+from extract.vggish import VGGishEncoder  # noqa: E402
+from extract.weights import resolve_vggish_weights  # noqa: E402
 
-def seconds(model, x, repeats: int) -> tuple[float, "torch.Tensor"]:
-    import torch
 
+def seconds(model, x, repeats: int) -> tuple[float, torch.Tensor]:
     with torch.no_grad():
         y = model(x)  # warm-up: oneDNN picks and caches its kernels
         t = time.perf_counter()
@@ -31,11 +35,6 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    import torch
-    from benchlib import print_table
-    from extract.vggish import VGGishEncoder
-    from extract.weights import resolve_vggish_weights
-
     rows = []
     for precision in ("fp32", "bf16"):
         enc = VGGishEncoder(resolve_vggish_weights("random:0"), device="cpu", precision=precision)
