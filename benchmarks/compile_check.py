@@ -80,22 +80,16 @@ def compiled(model, parts: dict):
             setattr(model, name, module)
 
 
-#: children the model calls through methods, not ``forward``: compiling the module object alone
-#: would compile nothing of them
-PART_METHODS = {"fusion": ("per_video", "per_question")}
-
-
 def compiled_part(model, part: str, backend: str, options: dict | None):
-    """Child ``NAME`` of the model compiled (``NAME:METHOD``: only that method of it), as a
-    shallow view when the model calls it through methods."""
-    from train.step import compiled_view
+    """Child ``NAME`` of the model compiled as ``compile = "regions"`` compiles it (through the
+    methods the model calls, where COMPILE_REGIONS names them); ``NAME:METHOD``: that method only."""
+    from train.step import COMPILE_REGIONS, compiled_view
 
     name, _, method = part.partition(":")
-    module = getattr(model, name)
-    methods = (method,) if method else PART_METHODS.get(name, ())
-    if not methods:
-        return torch.compile(module, backend=backend, options=options or None)
-    return compiled_view(module, methods, backend, options or None)
+    methods = [method] if method else [r.partition(".")[2] for r in COMPILE_REGIONS
+                                       if r.startswith(name + ".")]
+    names = [f"{name}.{m}" for m in methods] or [name]
+    return getattr(compiled_view(model, names, backend, options or None), name)
 
 
 def check(model, batches, amp: str, rounds: int, backend="inductor", part: str = "all",
