@@ -9,5 +9,5 @@ step train_throughput 300 python3 benchmarks/train_throughput.py $B/feats.h5 --b
   --samplers question --step graph --steps 15 --peer-steps 200 --default-epochs 3 \
   --json "$OUT/train.json"
 grep -E "^\| |^best" "$OUT/all.log"
-step gpu_train_test 120 python3 -m pytest -q -x tests/gpu/test_gpu_step.py -k "train_command"
+step gpu_train_test 200 python3 -m pytest -q -x tests/gpu/test_gpu_step.py -k "train_command"
 grep -E "^=== |passed|failed|rc=" "$OUT/all.log"
