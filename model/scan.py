@@ -22,10 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-# autotuned on the GPU; the interpreter's fixed blocks leave a partial block at d = 40
-FIXED = {"BLOCK": 32} if INTERPRET else {}
-PFWD_FIXED = {"BLOCK": 16} if INTERPRET else {}
-PBWD_FIXED = {"BLOCK": 16, "SUB": 4} if INTERPRET else {}
+FIXED = {"BLOCK": 32} if INTERPRET else {}  # autotuned on the GPU
 
 try:
     import triton
@@ -198,105 +195,6 @@ if triton is not None:
         tl.store(dbias_ptr + pb * DIM + offs, gbias, mask=m)
 
 
-    # Parallel kernels for short sequences: the whole sequence of a block of channels is one tile
-    # [time, channels, states] and the recurrence h_t = a_t h_{t-1} + b_t an associative scan over
-    # time, so no step waits on the previous one and no state goes through memory.
-
-    @triton.jit
-    def _compose(a1, b1, a2, b2):
-        """(a1, b1) then (a2, b2): h -> a2 (a1 h + b1) + b2."""
-        return a1 * a2, b1 * a2 + b2
-
-    @triton.jit
-    def _load_seq(ptr, pb, sb, st, t, cols, mask):
-        return tl.load(ptr + pb * sb + t[:, None] * st + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-
-    @triton.jit
-    def _pscan_states(u, dl, Bt, A, bias):
-        """(dt, a, b, h): softplus'd steps [T, C], the recurrence's factors and its states [T, C, N]."""
-        dt = _softplus(dl + bias[None, :])
-        a = tl.exp(dt[:, :, None] * A[None, :, :])
-        b = (dt * u)[:, :, None] * Bt[:, None, :]
-        _, h = tl.associative_scan((a, b), 0, _compose)
-        return dt, a, b, h
-
-    @triton.jit
-    def _pscan_fwd(u_ptr, dl_ptr, z_ptr, b_ptr, c_ptr, a_ptr, d_ptr, bias_ptr, y_ptr, L, DIM,
-                   su_b, su_t, sdl_b, sdl_t, sz_b, sz_t, sb_b, sb_t, sc_b, sc_t,
-                   N: tl.constexpr, LP: tl.constexpr, BLOCK: tl.constexpr):
-        pb, pd = tl.program_id(0).to(tl.int64), tl.program_id(1)
-        offs = pd * BLOCK + tl.arange(0, BLOCK)
-        t = tl.arange(0, LP)
-        n = tl.arange(0, N)
-        m = offs < DIM
-        mk = (t < L)[:, None] & m[None, :]
-        mn = (t < L)[:, None] & (n >= 0)[None, :]
-        A = tl.load(a_ptr + offs[:, None] * N + n[None, :], mask=m[:, None], other=0.0)
-        u = _load_seq(u_ptr, pb, su_b, su_t, t, offs, mk)
-        _, _, _, h = _pscan_states(u, _load_seq(dl_ptr, pb, sdl_b, sdl_t, t, offs, mk),
-                                   _load_seq(b_ptr, pb, sb_b, sb_t, t, n, mn), A,
-                                   tl.load(bias_ptr + offs, mask=m, other=0.0))
-        Ct = _load_seq(c_ptr, pb, sc_b, sc_t, t, n, mn)
-        z = _load_seq(z_ptr, pb, sz_b, sz_t, t, offs, mk)
-        y = tl.sum(h * Ct[:, None, :], axis=2) + tl.load(d_ptr + offs, mask=m, other=0.0)[None, :] * u
-        y = y * z * tl.sigmoid(z)
-        tl.store(y_ptr + pb * L * DIM + t[:, None] * DIM + offs[None, :], y.to(y_ptr.dtype.element_ty),
-                 mask=mk)
-
-    @triton.jit
-    def _pscan_bwd(u_ptr, dl_ptr, z_ptr, b_ptr, c_ptr, a_ptr, d_ptr, bias_ptr, dy_ptr,
-                   du_ptr, ddl_ptr, dz_ptr, db_ptr, dc_ptr, da_ptr, dd_ptr, dbias_ptr, L, DIM,
-                   su_b, su_t, sdl_b, sdl_t, sz_b, sz_t, sb_b, sb_t, sc_b, sc_t,
-                   N: tl.constexpr, LP: tl.constexpr, BLOCK: tl.constexpr, SUB: tl.constexpr):
-        """One program: BLOCK channels, SUB at a time; dB and dC summed over them in registers."""
-        pb, pd = tl.program_id(0).to(tl.int64), tl.program_id(1)
-        t = tl.arange(0, LP)
-        n = tl.arange(0, N)
-        mt = t < L
-        mn = mt[:, None] & (n >= 0)[None, :]
-        Bt = _load_seq(b_ptr, pb, sb_b, sb_t, t, n, mn)
-        Ct = _load_seq(c_ptr, pb, sc_b, sc_t, t, n, mn)
-        gB = tl.zeros((LP, N), dtype=tl.float32)
-        gC = tl.zeros((LP, N), dtype=tl.float32)
-        for i in range(BLOCK // SUB):
-            offs = pd * BLOCK + i * SUB + tl.arange(0, SUB)
-            m = offs < DIM
-            mk = mt[:, None] & m[None, :]
-            A = tl.load(a_ptr + offs[:, None] * N + n[None, :], mask=m[:, None], other=0.0)
-            bias = tl.load(bias_ptr + offs, mask=m, other=0.0)
-            Dv = tl.load(d_ptr + offs, mask=m, other=0.0)
-            u = _load_seq(u_ptr, pb, su_b, su_t, t, offs, mk)
-            dl = _load_seq(dl_ptr, pb, sdl_b, sdl_t, t, offs, mk)
-            dt, a, b, h = _pscan_states(u, dl, Bt, A, bias)
-            draw = dl + bias[None, :]
-            z = _load_seq(z_ptr, pb, sz_b, sz_t, t, offs, mk)
-            dout = _load_seq(dy_ptr, pb, L * DIM, DIM, t, offs, mk)
-            sz = tl.sigmoid(z)
-            y = tl.sum(h * Ct[:, None, :], axis=2) + Dv[None, :] * u
-            dy = dout * z * sz
-            # the adjoint of h_t: g_t = dy_t C_t + a_{t+1} g_{t+1}, a reverse scan whose factor
-            # is the next step's a (zero past the end)
-            dl1 = _load_seq(dl_ptr, pb, sdl_b, sdl_t, t + 1, offs, (t + 1 < L)[:, None] & m[None, :])
-            a1 = tl.where((t + 1 < L)[:, None, None],
-                          tl.exp(_softplus(dl1 + bias[None, :])[:, :, None] * A[None, :, :]), 0.0)
-            _, g = tl.associative_scan((a1, dy[:, :, None] * Ct[:, None, :]), 0, _compose, reverse=True)
-            ghd = g * (h - b)   # g_t a_t h_{t-1}, since h_t = a_t h_{t-1} + b_t
-            dxu = tl.sum(g * Bt[:, None, :], axis=2)
-            dd = (dxu * u + tl.sum(ghd * A[None, :, :], axis=2)) * tl.sigmoid(draw)
-            row = pb * L * DIM + t[:, None] * DIM + offs[None, :]
-            tl.store(dz_ptr + row, (dout * y * sz * (1.0 + z * (1.0 - sz))).to(dz_ptr.dtype.element_ty), mask=mk)
-            tl.store(du_ptr + row, (dy * Dv[None, :] + dxu * dt).to(du_ptr.dtype.element_ty), mask=mk)
-            tl.store(ddl_ptr + row, dd.to(ddl_ptr.dtype.element_ty), mask=mk)
-            tl.store(da_ptr + (pb * DIM + offs[:, None]) * N + n[None, :], tl.sum(ghd * dt[:, :, None], axis=0),
-                     mask=m[:, None])
-            tl.store(dd_ptr + pb * DIM + offs, tl.sum(dy * u, axis=0), mask=m)
-            tl.store(dbias_ptr + pb * DIM + offs, tl.sum(tl.where(mk, dd, 0.0), axis=0), mask=m)
-            gC += tl.sum(dy[:, :, None] * h, axis=1)
-            gB += tl.sum(g * (dt * u)[:, :, None], axis=1)
-        bt = pb * L * N + t[:, None] * N + n[None, :]
-        tl.atomic_add(dc_ptr + bt, gC, mask=mn, sem="relaxed")
-        tl.atomic_add(db_ptr + bt, gB, mask=mn, sem="relaxed")
-
     # The convolution has no recurrence: each program takes a tile of BT time steps x BD
     # channels, so all time steps run in parallel (a loop over time was latency-bound).
 
@@ -351,17 +249,10 @@ if triton is not None:
                          other=0.0).to(tl.float32)
             tl.store(dw_ptr + (part * DIM + offs1) * K + k, tl.sum(dp * xs, axis=0), mask=offs1 < DIM)
 
-    PFWD_CONFIGS = [triton.Config({"BLOCK": b}, num_warps=w) for b in (2, 4, 8) for w in (2, 4)]
-    PBWD_CONFIGS = [triton.Config({"BLOCK": b, "SUB": s}, num_warps=w)
-                    for b, s in ((16, 2), (32, 2), (32, 4), (64, 4)) for w in (4, 8)]
-
     if not INTERPRET:  # the interpreter cannot time configurations: it runs FIXED
         _scan_fwd = triton.autotune(configs=CONFIGS, key=["DIM", "N"])(_scan_fwd)
         _scan_bwd = triton.autotune(configs=CONFIGS, key=["DIM", "N"],
                                     reset_to_zero=["db_ptr", "dc_ptr"])(_scan_bwd)
-        _pscan_fwd = triton.autotune(configs=PFWD_CONFIGS, key=["DIM", "N", "LP"])(_pscan_fwd)
-        _pscan_bwd = triton.autotune(configs=PBWD_CONFIGS, key=["DIM", "N", "LP"],
-                                     reset_to_zero=["db_ptr", "dc_ptr"])(_pscan_bwd)
 
 
 def _strides(*ts):
@@ -381,69 +272,52 @@ CONV_BT, CONV_BD = 16, 64  # convolution tile: time steps x channels
 CHUNK = 8  # backward: states kept in memory per program (the rest recomputed from checkpoints)
 
 
-PARALLEL_MAX_L = 128  # longer sequences: the chunked kernels (a whole sequence per tile spills)
-
-
-def _scan_checkpoints_shape(u: Tensor, A: Tensor, save: bool, parallel: bool) -> tuple[int, ...]:
+def _scan_checkpoints_shape(u: Tensor, A: Tensor, save: bool) -> tuple[int, ...]:
     b, L, d = u.shape
-    return (b, -(-L // CHUNK), d, A.shape[1]) if save and not parallel else (1,)
+    return (b, -(-L // CHUNK), d, A.shape[1]) if save else (1,)
 
 
 @torch.library.custom_op("shmamba::scan_fwd", mutates_args=())
 def _scan_fwd_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor,
-                 delta_bias: Tensor, save: bool, parallel: bool) -> tuple[Tensor, Tensor]:
-    """(y, checkpoints): for the chunked backward, the states before every CHUNK steps when
-    ``save``; the parallel backward recomputes every state and keeps none."""
+                 delta_bias: Tensor, save: bool) -> tuple[Tensor, Tensor]:
+    """(y, checkpoints): the states before every CHUNK steps when ``save`` (for the backward)."""
     b, L, d = u.shape
     y = torch.empty((b, L, d), dtype=u.dtype, device=u.device)
-    shape = _scan_checkpoints_shape(u, A, save, parallel)  # (1,): a placeholder, kept defined
-    ck = (torch.empty if len(shape) > 1 else torch.zeros)(shape, dtype=torch.float32, device=u.device)
+    ck = torch.empty(_scan_checkpoints_shape(u, A, save), dtype=torch.float32, device=u.device)
     grid = lambda meta: (b, triton.cdiv(d, meta["BLOCK"]))  # noqa: E731
-    args = (u, delta, z, B, C, A, D, delta_bias, y)
-    if parallel:
-        _pscan_fwd[grid](*args, L, d, *_strides(u, delta, z, B, C), N=A.shape[1],
-                         LP=triton.next_power_of_2(L), **PFWD_FIXED)
-    else:
-        _scan_fwd[grid](*args, ck, L, d, *_strides(u, delta, z, B, C), N=A.shape[1], CH=CHUNK,
-                        SAVE=save, **FIXED)
+    _scan_fwd[grid](u, delta, z, B, C, A, D, delta_bias, y, ck, L, d,
+                    *_strides(u, delta, z, B, C), N=A.shape[1], CH=CHUNK, SAVE=save, **FIXED)
     return y, ck
 
 
 @_scan_fwd_op.register_fake
-def _(u, delta, A, B, C, D, z, delta_bias, save, parallel):
-    return u.new_empty(u.shape), u.new_empty(_scan_checkpoints_shape(u, A, save, parallel),
-                                             dtype=torch.float32)
+def _(u, delta, A, B, C, D, z, delta_bias, save):
+    return u.new_empty(u.shape), u.new_empty(_scan_checkpoints_shape(u, A, save), dtype=torch.float32)
 
 
 @torch.library.custom_op("shmamba::scan_bwd", mutates_args=())
 def _scan_bwd_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor,
-                 delta_bias: Tensor, ck: Tensor, dy: Tensor, parallel: bool
-                 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                 delta_bias: Tensor, ck: Tensor, dy: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor,
+                                                                       Tensor, Tensor, Tensor, Tensor]:
     """Gradients of (u, delta, A, B, C, D, z, delta_bias)."""
     b, L, d = u.shape
     n = A.shape[1]
     f32 = dict(dtype=torch.float32, device=u.device)
+    cs = torch.empty((b, CHUNK, d, n), **f32)
     du, ddelta, dz = (torch.empty((b, L, d), dtype=t.dtype, device=u.device) for t in (u, delta, z))
     dB, dC = torch.zeros((b, L, n), **f32), torch.zeros((b, L, n), **f32)
     dA_part, dD_part, dbias_part = torch.empty((b, d, n), **f32), torch.empty((b, d), **f32), \
         torch.empty((b, d), **f32)
     grid = lambda meta: (b, triton.cdiv(d, meta["BLOCK"]))  # noqa: E731
-    inputs, grads = (u, delta, z, B, C, A, D, delta_bias), (du, ddelta, dz, dB, dC, dA_part, dD_part,
-                                                            dbias_part)
-    strides = _strides(u, delta, z, B, C)
-    if parallel:
-        _pscan_bwd[grid](*inputs, dy.contiguous(), *grads, L, d, *strides, N=n,
-                         LP=triton.next_power_of_2(L), **PBWD_FIXED)
-    else:
-        cs = torch.empty((b, CHUNK, d, n), **f32)
-        _scan_bwd[grid](*inputs, dy.contiguous(), ck, cs, *grads, L, d, *strides, N=n, CH=CHUNK,
-                        **FIXED)
+    _scan_bwd[grid](u, delta, z, B, C, A, D, delta_bias, dy.contiguous(), ck, cs, du, ddelta, dz,
+                    dB, dC, dA_part, dD_part, dbias_part, L, d, *_strides(u, delta, z, B, C), N=n,
+                    CH=CHUNK, **FIXED)
     return (du, ddelta, dA_part.sum(0), dB.to(B.dtype), dC.to(C.dtype), dD_part.sum(0), dz,
             dbias_part.sum(0))
 
 
 @_scan_bwd_op.register_fake
-def _(u, delta, A, B, C, D, z, delta_bias, ck, dy, parallel):
+def _(u, delta, A, B, C, D, z, delta_bias, ck, dy):
     return (u.new_empty(u.shape), delta.new_empty(delta.shape), A.new_empty(A.shape),
             B.new_empty(B.shape), C.new_empty(C.shape), D.new_empty(D.shape), z.new_empty(z.shape),
             delta_bias.new_empty(delta_bias.shape))
@@ -451,11 +325,10 @@ def _(u, delta, A, B, C, D, z, delta_bias, ck, dy, parallel):
 
 def _scan_setup(ctx, inputs, output):
     ctx.save_for_backward(*inputs[:8], output[1])
-    ctx.parallel = inputs[9]
 
 
 def _scan_backward(ctx, dy, dck):
-    return (*_scan_bwd_op(*ctx.saved_tensors, dy, ctx.parallel), None, None)
+    return (*_scan_bwd_op(*ctx.saved_tensors, dy), None)
 
 
 _scan_fwd_op.register_autograd(_scan_backward, setup_context=_scan_setup)
@@ -518,15 +391,12 @@ def causal_conv_silu(x, weight, bias):
     return _conv_fwd_op(x, weight.reshape(weight.shape[0], weight.shape[-1]).contiguous(), bias)[0]
 
 
-def selective_scan(u, delta, A, B, C, D, z, delta_bias, parallel: bool | None = None):
+def selective_scan(u, delta, A, B, C, D, z, delta_bias):
     """The Triton fast path of :func:`selective_scan_ref` (same arguments, output in u's dtype).
-    n (A.shape[1]) must be a power of two; the last dimension of every input contiguous.
-    ``parallel``: the associative-scan kernels (default for L <= PARALLEL_MAX_L) or the chunked
-    sequential ones."""
+    n (A.shape[1]) must be a power of two; the last dimension of every input contiguous."""
     if triton is None:
         raise RuntimeError("selective_scan: triton is not installed")
     inputs = (u, delta, A, B, C, D, z, delta_bias)
     save = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
-    parallel = u.shape[1] <= PARALLEL_MAX_L if parallel is None else parallel
     return _scan_fwd_op(u, delta, A.float().contiguous(), B, C, D.float().contiguous(), z,
-                        delta_bias.float().contiguous(), save, parallel)[0]
+                        delta_bias.float().contiguous(), save)[0]

@@ -16,8 +16,6 @@ pytest.importorskip("triton")
 ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = textwrap.dedent('''
-    import itertools
-
     import torch
     from mambapy.mamba import MambaBlock, MambaConfig
     from model.scan import selective_scan, selective_scan_ref
@@ -31,23 +29,22 @@ SCRIPT = textwrap.dedent('''
         assert err <= tol, (name, err)
         worst = max(worst, err)
 
-    # the scan, both kernels: d = 40 is not a multiple of the channel blocks (masking); the
-    # chunked one: L = 9 ends in a partial checkpoint chunk (CHUNK = 8), L = 16 fills two, L = 3
-    # is shorter than one; the parallel one pads L = 9 and 3 to a power of two
-    for parallel, L in itertools.product((True, False), (9, 16, 3)):
+    # the scan: d = 40 is not a multiple of the channel block (masking); L = 9 ends in a partial
+    # checkpoint chunk (CHUNK = 8), L = 16 fills two, L = 3 is shorter than one
+    for L in (9, 16, 3):
         b, d, n = 3, 40, 4
         xs = [torch.randn(b, L, d), torch.randn(b, L, d) * 0.5, -torch.rand(d, n) * 3 - 0.1,
               torch.randn(b, L, n), torch.randn(b, L, n), torch.randn(d), torch.randn(b, L, d),
               torch.randn(d) * 0.3]
         with torch.no_grad():  # inference: no checkpoints kept
-            check("y no grad", selective_scan(*xs, parallel=parallel), selective_scan_ref(*xs), 1e-5)
+            check("y no grad", selective_scan(*xs), selective_scan_ref(*xs), 1e-5)
         xs = [x.requires_grad_() for x in xs]
-        y, yr = selective_scan(*xs, parallel=parallel), selective_scan_ref(*xs)
+        y, yr = selective_scan(*xs), selective_scan_ref(*xs)
         check("y", y, yr, 1e-5)
         g = torch.randn_like(y)
         for name, a, r in zip("u delta A B C D z bias".split(), torch.autograd.grad(y, xs, g),
                               torch.autograd.grad(yr, xs, g)):
-            check(f"{name} L={L} parallel={parallel}", a, r, 1e-5)
+            check(f"{name} L={L}", a, r, 1e-5)
 
     # the block: same weights as mambapy's; (2, 11, 16): one convolution tile; (1, 20, 40): two
     # time tiles (CONV_BT = 16) and two channel tiles (CONV_BD = 64 < 80 inner channels), both partial
@@ -72,9 +69,8 @@ SCRIPT = textwrap.dedent('''
     xs = [torch.randn(b, L, d), torch.randn(b, L, d) * 0.5, -torch.rand(d, n) * 3 - 0.1,
           torch.randn(b, L, n), torch.randn(b, L, n), torch.randn(d), torch.randn(b, L, d),
           torch.randn(d) * 0.3]
-    for parallel in (True, False):
-        torch.library.opcheck(torch.ops.shmamba.scan_fwd.default,
-                              [x.clone().requires_grad_() for x in xs] + [True, parallel])
+    torch.library.opcheck(torch.ops.shmamba.scan_fwd.default,
+                          [x.clone().requires_grad_() for x in xs] + [True])
     torch.library.opcheck(torch.ops.shmamba.conv_fwd.default,
                           (torch.randn(b, L, d, requires_grad=True),
                            torch.randn(d, 4, requires_grad=True), torch.randn(d, requires_grad=True)))
