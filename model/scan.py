@@ -224,35 +224,47 @@ if triton is not None:
         return tl.load(dy_ptr + rows, mask=ok, other=0.0).to(tl.float32) * sp * (1.0 + p * (1.0 - sp))
 
     @triton.jit
-    def _conv_bwd(x_ptr, w_ptr, pre_ptr, dy_ptr, dx_ptr, dw_ptr, dbias_ptr, L, DIM, NT, sx_b, sx_t,
+    def _conv_bwd(x_ptr, w_ptr, pre_ptr, dy_ptr, dx_ptr, dw_ptr, dbias_ptr, L, DIM, sx_b, sx_t,
                   K: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr):
-        """dx of the tile; dw, dbias summed over the tile's steps into row (pb * NT + pt)."""
-        pb, pt, pd = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
-        t = pt * BT + tl.arange(0, BT)[:, None]
+        """dx of one sequence's BD channels, BT steps at a time; dw, dbias summed over all its
+        steps into row pb (so the partial sums' shape does not depend on the tile)."""
+        pb, pd = tl.program_id(0).to(tl.int64), tl.program_id(1)
         offs1 = pd * BD + tl.arange(0, BD)
         offs = offs1[None, :]
         m = offs < DIM
         base = pb * L * DIM
-        # x_t feeds outputs t .. t + K - 1, through tap k = K - 1 - j
-        dx = tl.zeros((BT, BD), dtype=tl.float32)
-        for j in tl.static_range(K):
-            s = t + j
-            w = tl.load(w_ptr + offs * K + (K - 1 - j), mask=m, other=0.0).to(tl.float32)
-            dx += w * _dpre(pre_ptr, dy_ptr, base + s * DIM + offs, m & (s < L))
-        tl.store(dx_ptr + base + t * DIM + offs, dx.to(dx_ptr.dtype.element_ty), mask=m & (t < L))
-        dp = _dpre(pre_ptr, dy_ptr, base + t * DIM + offs, m & (t < L))
-        part = pb * NT + pt
-        tl.store(dbias_ptr + part * DIM + offs1, tl.sum(dp, axis=0), mask=offs1 < DIM)
-        for k in tl.static_range(K):  # dw[k] += dpre_t * x_{t-K+1+k}
-            s = t - (K - 1) + k
-            xs = tl.load(x_ptr + pb * sx_b + s * sx_t + offs, mask=m & (s >= 0) & (s < L),
-                         other=0.0).to(tl.float32)
-            tl.store(dw_ptr + (part * DIM + offs1) * K + k, tl.sum(dp * xs, axis=0), mask=offs1 < DIM)
+        gb = tl.zeros((BD,), dtype=tl.float32)
+        gw = tl.zeros((BD, K), dtype=tl.float32)
+        taps = tl.arange(0, K)[None, :]
+        for t0 in range(0, L, BT):
+            t = t0 + tl.arange(0, BT)[:, None]
+            # x_t feeds outputs t .. t + K - 1, through tap k = K - 1 - j
+            dx = tl.zeros((BT, BD), dtype=tl.float32)
+            for j in tl.static_range(K):
+                s = t + j
+                w = tl.load(w_ptr + offs * K + (K - 1 - j), mask=m, other=0.0).to(tl.float32)
+                dx += w * _dpre(pre_ptr, dy_ptr, base + s * DIM + offs, m & (s < L))
+            tl.store(dx_ptr + base + t * DIM + offs, dx.to(dx_ptr.dtype.element_ty), mask=m & (t < L))
+            dp = _dpre(pre_ptr, dy_ptr, base + t * DIM + offs, m & (t < L))
+            gb += tl.sum(dp, axis=0)
+            for k in tl.static_range(K):  # dw[k] += dpre_t * x_{t-K+1+k}
+                s = t - (K - 1) + k
+                xs = tl.load(x_ptr + pb * sx_b + s * sx_t + offs, mask=m & (s >= 0) & (s < L),
+                             other=0.0).to(tl.float32)
+                gw += tl.where(taps == k, tl.sum(dp * xs, axis=0)[:, None], 0.0)
+        tl.store(dbias_ptr + pb * DIM + offs1, gb, mask=offs1 < DIM)
+        tl.store(dw_ptr + (pb * DIM + offs1[:, None]) * K + taps, gw, mask=(offs1 < DIM)[:, None])
+
+    CONV_CONFIGS = [triton.Config({"BT": bt, "BD": bd}, num_warps=w)
+                    for bt, bd, w in ((16, 64, 4), (32, 64, 4), (64, 64, 4), (64, 32, 2),
+                                      (32, 128, 4), (64, 128, 8))]
 
     if not INTERPRET:  # the interpreter cannot time configurations: it runs FIXED
         _scan_fwd = triton.autotune(configs=CONFIGS, key=["DIM", "N"])(_scan_fwd)
         _scan_bwd = triton.autotune(configs=CONFIGS, key=["DIM", "N"],
                                     reset_to_zero=["db_ptr", "dc_ptr"])(_scan_bwd)
+        _conv_fwd = triton.autotune(configs=CONV_CONFIGS, key=["DIM", "K"])(_conv_fwd)
+        _conv_bwd = triton.autotune(configs=CONV_CONFIGS, key=["DIM", "K"])(_conv_bwd)
 
 
 def _strides(*ts):
@@ -268,7 +280,8 @@ def _strides(*ts):
 # torch.compile then treats each as one opaque call and fuses only the PyTorch code around it,
 # instead of tracing into the launches (autotuning, atomics, checkpoints) itself.
 
-CONV_BT, CONV_BD = 16, 64  # convolution tile: time steps x channels
+# convolution tile (time steps x channels): autotuned on the GPU, fixed in the interpreter
+CONV_FIXED = {"BT": 16, "BD": 64} if INTERPRET else {}
 CHUNK = 8  # backward: states kept in memory per program (the rest recomputed from checkpoints)
 
 
@@ -340,9 +353,8 @@ def _conv_fwd_op(x: Tensor, w: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
     b, L, d = x.shape
     pre = torch.empty((b, L, d), dtype=x.dtype, device=x.device)
     y = torch.empty_like(pre)
-    grid = (b, triton.cdiv(L, CONV_BT), triton.cdiv(d, CONV_BD))
-    _conv_fwd[grid](x, w, bias, pre, y, L, d, *_strides(x), K=w.shape[1], BT=CONV_BT, BD=CONV_BD,
-                    num_warps=4)
+    grid = lambda meta: (b, triton.cdiv(L, meta["BT"]), triton.cdiv(d, meta["BD"]))  # noqa: E731
+    _conv_fwd[grid](x, w, bias, pre, y, L, d, *_strides(x), K=w.shape[1], **CONV_FIXED)
     return y, pre
 
 
@@ -355,13 +367,13 @@ def _(x, w, bias):
 def _conv_bwd_op(x: Tensor, w: Tensor, pre: Tensor, dy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients of (x, w [d, K], bias)."""
     b, L, d = x.shape
-    K, nt = w.shape[1], triton.cdiv(L, CONV_BT)
+    K = w.shape[1]
     dx = torch.empty((b, L, d), dtype=x.dtype, device=x.device)
-    dw = torch.empty((b * nt, d, K), dtype=torch.float32, device=x.device)
-    dbias = torch.empty((b * nt, d), dtype=torch.float32, device=x.device)
-    grid = (b, nt, triton.cdiv(d, CONV_BD))
-    _conv_bwd[grid](x, w, pre, dy.contiguous(), dx, dw, dbias, L, d, nt, *_strides(x), K=K,
-                    BT=CONV_BT, BD=CONV_BD, num_warps=4)
+    dw = torch.empty((b, d, K), dtype=torch.float32, device=x.device)
+    dbias = torch.empty((b, d), dtype=torch.float32, device=x.device)
+    grid = lambda meta: (b, triton.cdiv(d, meta["BD"]))  # noqa: E731
+    _conv_bwd[grid](x, w, pre, dy.contiguous(), dx, dw, dbias, L, d, *_strides(x), K=K,
+                    **CONV_FIXED)
     return dx, dw.sum(0).to(w.dtype), dbias.sum(0)
 
 

@@ -47,7 +47,8 @@ SCRIPT = textwrap.dedent('''
             check(f"{name} L={L}", a, r, 1e-5)
 
     # the block: same weights as mambapy's; (2, 11, 16): one convolution tile; (1, 20, 40): two
-    # time tiles (CONV_BT = 16) and two channel tiles (CONV_BD = 64 < 80 inner channels), both partial
+    # time tiles (BT = 16 in CONV_FIXED) and two channel tiles (BD = 64 < 80 inner channels),
+    # both partial
     for b, L, dm in ((2, 11, 16), (1, 20, 40)):
         cfg = MambaConfig(d_model=dm, n_layers=1, d_state=8, expand_factor=2, d_conv=4)
         ref, fast = MambaBlock(cfg), TritonMambaBlock(cfg)
