@@ -4,8 +4,7 @@
 # (mamba-ssm built, so no SKIP_MAMBA_BUILD), then where the compiled default step's time goes:
 #   source .whl/remote_setup.sh && bash benchmarks/gpu_conv_tuned.sh "$OUT"
 source "$(dirname "$0")/gpu_step.sh"  # set -u, $OUT (= $1), $B, the card
-step gpu_tests 120 python3 -m pytest -q -x tests/gpu/test_gpu_model.py tests/gpu/test_gpu_step.py \
-  -k "triton or (eager_steps and False)"
+step gpu_tests 90 python3 -m pytest -q -x tests/gpu/test_gpu_model.py -k triton
 [ -f $B/feats.h5 ] || step make_store 60 python3 benchmarks/make_store.py --out $B/feats.h5
 step train_throughput 240 python3 benchmarks/train_throughput.py $B/feats.h5 --batch-sizes 64 \
   --samplers question --step graph --steps 15 --peer-steps 200 --default-epochs 3 \
