@@ -195,8 +195,10 @@ if triton is not None:
         tl.store(dbias_ptr + pb * DIM + offs, gbias, mask=m)
 
 
-    # The convolution has no recurrence: each program takes a tile of BT time steps x BD
-    # channels, so all time steps run in parallel (a loop over time was latency-bound).
+    # The convolution has no recurrence: a forward program takes a tile of BT time steps x BD
+    # channels, so all time steps run in parallel (a loop over single steps was latency-bound);
+    # a backward program walks one sequence BT steps at a time (with BT = 64, once at T = 60),
+    # keeping its dw, dbias sums in registers.
 
     @triton.jit
     def _conv_fwd(x_ptr, w_ptr, bias_ptr, pre_ptr, y_ptr, L, DIM, sx_b, sx_t,
