@@ -34,30 +34,43 @@ SETTINGS = {"sampler": "video", "epochs": 3, "batch_size": 16, "lr": 3e-3, "seed
             "patience": 0, "num_threads": 1, "progress": False,
             "model": {"d_model": 16, "n_layers": 1, "d_state": 4, "n_heads": 2,
                       "curvature_hidden": 8, "dropout": 0.0}}
+BASE = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", str(ROOT / "cli.py"), "train"]
+SETS = [f"{k}={json.dumps(v)}" for k, v in SETTINGS.items() if k != "model"] \
+    + [f"model.{k}={json.dumps(v)}" for k, v in SETTINGS["model"].items()]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+needs_torchrun = pytest.mark.skipif(not TORCHRUN.exists(),
+                                    reason="torchrun not installed beside python")
 
 
-@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed beside python")
-def test_two_gloo_processes_match_one_process(tmp_path):
-    gen = make_store(tmp_path / "feats.h5", n_videos=24, seed=9)
-    out = tmp_path / "runs"
-    single = train(load_train_config(None, {**SETTINGS, "store": str(gen.path), "out": str(out),
-                                            "name": "single"}))
-    sets = []
-    for key, value in SETTINGS.items():
-        if key == "model":
-            sets += [f"model.{k}={json.dumps(v)}" for k, v in value.items()]
-        else:
-            sets.append(f"{key}={json.dumps(value)}")
-    cmd = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", str(ROOT / "cli.py"), "train",
-           "--store", str(gen.path), "--out", str(out), "--name", "ddp", "--device", "cpu",
-           "--no-progress"] + [a for s in sets for a in ("--set", s)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+def job_args(store: Path, out: Path) -> list[str]:
+    """The options of the two-process job after ``train`` (the run's ``--name`` aside)."""
+    return ["--store", str(store), "--out", str(out), "--device", "cpu", "--no-progress"] \
+        + [a for s in SETS for a in ("--set", s)]
+
+
+@pytest.fixture(scope="module")
+def ddp(tmp_path_factory):
+    """The store and the uninterrupted two-process job ``runs/ddp``: one torchrun job that both
+    tests compare against (one process, and the killed-and-resumed job)."""
+    root = tmp_path_factory.mktemp("ddp")
+    gen = make_store(root / "feats.h5", n_videos=24, seed=9)
+    out = root / "runs"
+    proc = subprocess.run(BASE + job_args(gen.path, out) + ["--name", "ddp"], cwd=root, env=ENV,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "2 process(es)" in (out / "ddp" / "train.log").read_text()
+    return gen.path, out / "ddp"
+
+
+@needs_torchrun
+def test_two_gloo_processes_match_one_process(ddp, tmp_path):
+    store, run = ddp
+    out = tmp_path / "runs"
+    single = train(load_train_config(None, {**SETTINGS, "store": str(store), "out": str(out),
+                                            "name": "single"}))
+    assert "2 process(es)" in (run / "train.log").read_text()
 
     a = read_metrics(out / "single")
-    b = read_metrics(out / "ddp")
+    b = read_metrics(run)
     assert [r["step"] for r in a] == [r["step"] for r in b] == [4, 8, 12][: len(a)]
     for ra, rb in zip(a, b):
         assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-4, abs=1e-6)
@@ -65,7 +78,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         assert rb["val_overall"] == ra["val_overall"]
         assert rb["lr"] == pytest.approx(ra["lr"])
     wa = load_file(str(find_checkpoint(out / "single", "last").weights_path))
-    wb = load_file(str(find_checkpoint(out / "ddp", "last").weights_path))
+    wb = load_file(str(find_checkpoint(run, "last").weights_path))
     assert wa.keys() == wb.keys()
     for k in wa:
         if not wa[k].is_floating_point():
@@ -75,12 +88,12 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         else:
             torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5, msg=k)
     assert single.best_epoch == json.loads(
-        (find_checkpoint(out / "ddp", "best").path / "meta.json").read_text())["epoch"]
+        (find_checkpoint(run, "best").path / "meta.json").read_text())["epoch"]
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed beside python")
-def test_two_gloo_processes_killed_mid_run_resume_to_the_uninterrupted_result(tmp_path):
+@needs_torchrun
+def test_two_gloo_processes_killed_mid_run_resume_to_the_uninterrupted_result(ddp, tmp_path):
     """The whole torchrun job SIGKILLed once epoch 1 is recorded (while its checkpoint is
     written or during epoch 2), then ``torchrun ... train --resume``: the same metrics (time
     fields aside) and the same weights, exactly, as the same job uninterrupted."""
@@ -90,21 +103,11 @@ def test_two_gloo_processes_killed_mid_run_resume_to_the_uninterrupted_result(tm
     import psutil
     from test_train_resume import stable
 
-    gen = make_store(tmp_path / "feats.h5", n_videos=24, seed=9)
+    store, full = ddp
     out = tmp_path / "runs"
-    sets = [f"{k}={json.dumps(v)}" for k, v in SETTINGS.items() if k != "model"] \
-        + [f"model.{k}={json.dumps(v)}" for k, v in SETTINGS["model"].items()]
-    base = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", str(ROOT / "cli.py"), "train"]
-    args = ["--store", str(gen.path), "--out", str(out), "--device", "cpu", "--no-progress"] \
-        + [a for s in sets for a in ("--set", s)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    full = subprocess.run(base + args + ["--name", "full"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert full.returncode == 0, full.stderr[-4000:]
-
     part = out / "part"
-    proc = subprocess.Popen(base + args + ["--name", "part"], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(BASE + job_args(store, out) + ["--name", "part"], cwd=tmp_path,
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
     deadline = time.monotonic() + 300          # guards against a hung child only
     while proc.poll() is None and time.monotonic() < deadline and not (
@@ -117,10 +120,10 @@ def test_two_gloo_processes_killed_mid_run_resume_to_the_uninterrupted_result(tm
     proc.communicate()
     psutil.wait_procs(ranks, timeout=60)
     assert len(read_metrics(part)) < SETTINGS["epochs"]
-    again = subprocess.run(base + ["--resume", str(part), "--no-progress"], cwd=tmp_path, env=env,
+    again = subprocess.run(BASE + ["--resume", str(part), "--no-progress"], cwd=tmp_path, env=ENV,
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-4000:]
-    assert stable(read_metrics(part)) == stable(read_metrics(out / "full"))
-    wa = load_file(str(find_checkpoint(out / "full", "last").weights_path))
+    assert stable(read_metrics(part)) == stable(read_metrics(full))
+    wa = load_file(str(find_checkpoint(full, "last").weights_path))
     wb = load_file(str(find_checkpoint(part, "last").weights_path))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

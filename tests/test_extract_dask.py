@@ -45,7 +45,7 @@ def test_local_cluster_gives_the_in_process_store(tmp_path):
 
 
 @pytest.mark.timeout(600)
-def test_killed_dask_workers_lose_and_duplicate_nothing(tmp_path):
+def test_killed_dask_workers_lose_and_duplicate_nothing(resume_videos, resume_reference, tmp_path):
     """``--dask-workers 2``, the worker processes SIGKILLed once a shard exists (the worker
     that wrote it may not have reported it yet): the run completes, or stops saying to run it
     again and the rerun completes; the store verifies and equals the in-process store."""
@@ -59,13 +59,10 @@ def test_killed_dask_workers_lose_and_duplicate_nothing(tmp_path):
     import psutil
 
     from store.layout import complete_shards
-    from videos import make_resume_folder
 
     repo = Path(__file__).resolve().parents[1]
-    vids = make_resume_folder(tmp_path / "videos", 10)
-    local = tmp_path / "local.h5"
-    extract(ExtractConfig(videos=str(vids), out=str(local), **dict(OPTS, workers=0, shard_size=1)),
-            progress=False)
+    # the in-process store of the same settings (shard size 1, no decode workers): conftest.py
+    vids, local = resume_videos, resume_reference
     out = tmp_path / "dask.h5"
     cmd = [sys.executable, str(repo / "cli.py"), "extract", "--videos", str(vids), "--out",
            str(out), "-T", "4", "--clip-weights", "random:0", "--vggish-weights", "random:0",

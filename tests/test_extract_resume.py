@@ -19,13 +19,11 @@ from extract.config import ExtractConfig
 from extract.pipeline import extract
 from store import StoreError, StoreLock, verify_store
 from store.layout import complete_shards
-from videos import assert_same_store, make_resume_folder, make_video, store_by_id
+from videos import RESUME_OPTS as OPTS, RESUME_VIDEOS as N_VIDEOS
+from videos import assert_same_store, make_video, store_by_id
 
 torch.set_num_threads(2)
 REPO = Path(__file__).resolve().parents[1]
-N_VIDEOS = 6
-OPTS = dict(T=4, clip_weights="random:0", vggish_weights="random:0", text_len=8, batch_size=4,
-            image_size=64, shard_size=1, workers=0, device="cpu", text_batch_size=4)
 
 
 def cli_args(videos: Path, out: Path) -> list[str]:
@@ -35,22 +33,9 @@ def cli_args(videos: Path, out: Path) -> list[str]:
             "--device", "cpu", "--text-batch-size", "4", "--quiet"]
 
 
-@pytest.fixture(scope="module")
-def videos(tmp_path_factory):
-    return make_resume_folder(tmp_path_factory.mktemp("resume") / "videos", N_VIDEOS)
-
-
-@pytest.fixture(scope="module")
-def reference(videos, tmp_path_factory):
-    """An uninterrupted run (in-process)."""
-    out = tmp_path_factory.mktemp("uninterrupted") / "feats.h5"
-    s = extract(ExtractConfig(videos=str(videos), out=str(out), **OPTS), progress=False)
-    assert (s.videos_extracted, len(s.failures), s.questions_added) == (N_VIDEOS, 1, N_VIDEOS)
-    return out
-
-
 @pytest.mark.timeout(300)
-def test_killed_run_resumes_to_the_uninterrupted_store(videos, reference, tmp_path):
+def test_killed_run_resumes_to_the_uninterrupted_store(resume_videos, resume_reference, tmp_path):
+    videos, reference = resume_videos, resume_reference     # conftest.py: shared, read only
     out = tmp_path / "feats.h5"
     first = tmp_path / "feats.shards" / "part-00000.h5"
     proc = subprocess.Popen([sys.executable, "cli.py"] + cli_args(videos, out), cwd=REPO,
@@ -80,7 +65,8 @@ def test_killed_run_resumes_to_the_uninterrupted_store(videos, reference, tmp_pa
     assert not list((tmp_path / "feats.shards").glob(".*.tmp"))   # the crashed temp file is gone
 
 
-def test_changed_input_is_reextracted(videos, reference, tmp_path):
+def test_changed_input_is_reextracted(resume_videos, resume_reference, tmp_path):
+    videos, reference = resume_videos, resume_reference
     vids = tmp_path / "videos"
     shutil.copytree(videos, vids, copy_function=os.link)     # same files, same mtimes
     out = tmp_path / "feats.h5"
@@ -103,8 +89,8 @@ def test_changed_input_is_reextracted(videos, reference, tmp_path):
     assert not verify_store(out)
 
 
-def test_a_second_extractor_is_refused_by_the_lock(videos, tmp_path):
+def test_a_second_extractor_is_refused_by_the_lock(resume_videos, tmp_path):
     out = tmp_path / "feats.h5"
     with StoreLock(out):
         with pytest.raises(StoreError, match=f"pid {os.getpid()}"):
-            extract(ExtractConfig(videos=str(videos), out=str(out), **OPTS), progress=False)
+            extract(ExtractConfig(videos=str(resume_videos), out=str(out), **OPTS), progress=False)

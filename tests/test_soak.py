@@ -21,14 +21,12 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from extract.config import ExtractConfig
-from extract.pipeline import extract
 from store import FeatureStore, verify_store
 from store.layout import complete_shards
 from storegen import make_store
 from train import find_checkpoint, load_train_config, read_metrics, train
 from test_train_resume import run_model_with_torchscript_optimisation
-from videos import assert_same_store, make_resume_folder
+from videos import RESUME_OPTS as EXTRACT, RESUME_VIDEOS as N_VIDEOS, assert_same_store
 
 torch.set_num_threads(2)
 REPO = Path(__file__).resolve().parents[1]
@@ -58,12 +56,7 @@ def kill(proc: subprocess.Popen) -> bool:
     return proc.returncode == -signal.SIGKILL
 
 
-# ---- extraction ---------------------------------------------------------------------------
-
-N_VIDEOS = 6
-EXTRACT = dict(T=4, clip_weights="random:0", vggish_weights="random:0", text_len=8,
-               batch_size=4, image_size=64, shard_size=1, workers=0, device="cpu",
-               text_batch_size=4)
+# ---- extraction (the folder and its uninterrupted store: conftest.py) -----------------------
 
 
 def extract_args(videos: Path, out: Path) -> list[str]:
@@ -74,11 +67,6 @@ def extract_args(videos: Path, out: Path) -> list[str]:
     return args
 
 
-@pytest.fixture(scope="module")
-def videos(tmp_path_factory):
-    return make_resume_folder(tmp_path_factory.mktemp("soak") / "videos", N_VIDEOS)
-
-
 def lock_holder(out: Path) -> int | None:
     try:
         return json.loads(Path(str(out) + ".lock").read_text()).get("pid")
@@ -87,13 +75,11 @@ def lock_holder(out: Path) -> int | None:
 
 
 @pytest.mark.timeout(600)
-def test_extraction_killed_five_times_resumes_to_the_uninterrupted_store(videos, tmp_path):
+def test_extraction_killed_five_times_resumes_to_the_uninterrupted_store(
+        resume_videos, resume_reference, tmp_path):
     from cli import app
 
-    ref = tmp_path / "ref" / "feats.h5"
-    s = extract(ExtractConfig(videos=str(videos), out=str(ref), **EXTRACT), progress=False)
-    assert (s.videos_extracted, len(s.failures), s.questions_added) == (N_VIDEOS, 1, N_VIDEOS)
-
+    videos, ref = resume_videos, resume_reference     # conftest.py: shared, read only
     out = tmp_path / "feats.h5"
     rng = random.Random(1234)
     landed, runs = [], 0

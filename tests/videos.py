@@ -127,6 +127,14 @@ def assert_same_store(a: str | Path, b: str | Path, atol: float = 0.0) -> None:
 
 
 
+#: videos of :func:`make_resume_folder` in the shared folder of the resume, soak and dask tests
+RESUME_VIDEOS = 6
+#: extraction settings of those tests (seeded random encoders, one video per shard)
+RESUME_OPTS = dict(T=4, clip_weights="random:0", vggish_weights="random:0", text_len=8,
+                   batch_size=4, image_size=64, shard_size=1, workers=0, device="cpu",
+                   text_batch_size=4)
+
+
 def make_resume_folder(d: Path, n_videos: int) -> Path:
     """``n_videos`` short real videos (every third without audio), one corrupt file and a
     MUSIC-AVQA annotation file with one question per video under ``d/qa`` (found under --videos
