@@ -7,7 +7,8 @@ import torch
 from extract.config import ExtractConfig
 from extract.pipeline import extract
 from store import verify_store
-from videos import assert_same_store, make_corrupt, make_video, write_music_annotations
+from videos import (RESUME_OPTS, assert_same_store, extract_command, make_corrupt, make_video,
+                    write_music_annotations)
 
 torch.set_num_threads(2)
 OPTS = dict(T=4, clip_weights="random:0", vggish_weights="random:0", text_len=8, batch_size=4,
@@ -64,11 +65,8 @@ def test_killed_dask_workers_lose_and_duplicate_nothing(resume_videos, resume_re
     # the in-process store of the same settings (shard size 1, no decode workers): conftest.py
     vids, local = resume_videos, resume_reference
     out = tmp_path / "dask.h5"
-    cmd = [sys.executable, str(repo / "cli.py"), "extract", "--videos", str(vids), "--out",
-           str(out), "-T", "4", "--clip-weights", "random:0", "--vggish-weights", "random:0",
-           "--text-len", "8", "--batch-size", "4", "--image-size", "64", "--shard-size", "1",
-           "--workers", "1", "--dask-workers", "2", "--device", "cpu", "--text-batch-size", "4",
-           "--quiet"]
+    cmd = [sys.executable, str(repo / "cli.py")] \
+        + extract_command(vids, out, dict(RESUME_OPTS, workers=1, dask_workers=2)) + ["--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo), "COLUMNS": "200"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)

@@ -20,17 +20,14 @@ from extract.pipeline import extract
 from store import StoreError, StoreLock, verify_store
 from store.layout import complete_shards
 from videos import RESUME_OPTS as OPTS, RESUME_VIDEOS as N_VIDEOS
-from videos import assert_same_store, make_video, store_by_id
+from videos import assert_same_store, extract_command, make_video, store_by_id
 
 torch.set_num_threads(2)
 REPO = Path(__file__).resolve().parents[1]
 
 
 def cli_args(videos: Path, out: Path) -> list[str]:
-    return ["extract", "--videos", str(videos), "--out", str(out), "-T", "4",
-            "--clip-weights", "random:0", "--vggish-weights", "random:0", "--text-len", "8",
-            "--batch-size", "4", "--image-size", "64", "--shard-size", "1", "--workers", "0",
-            "--device", "cpu", "--text-batch-size", "4", "--quiet"]
+    return extract_command(videos, out, OPTS) + ["--quiet"]
 
 
 @pytest.mark.timeout(300)

@@ -21,25 +21,20 @@ from store.layout import complete_shards, lock_file_of
 from storegen import make_store
 from test_train_resume import TINY, stable, weights
 from train import load_train_config, read_metrics, train
-from videos import assert_same_store, make_resume_folder
+from videos import RESUME_OPTS, assert_same_store, extract_command, make_resume_folder
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "80", "PYTHONPATH": str(REPO)}
 #: the issue's requirement: an interrupted command is gone within this many seconds
 EXIT_WITHIN = 10.0
 N_VIDEOS = 16
-EXTRACT = dict(T=4, clip_weights="random:0", vggish_weights="random:0", text_len=8, batch_size=4,
-               image_size=64, shard_size=1, workers=2, device="cpu", text_batch_size=4)
+EXTRACT = dict(RESUME_OPTS, workers=2)
 # six short epochs (~0.1 s each): Ctrl-C, sent once epoch 1 is recorded, lands before the end
 TRAIN = {"epochs": 6, "batch_size": 8, "lr": 0.003, "num_threads": 1, "seed": 11, "patience": 0}
 
 
 def extract_args(videos: Path, out: Path) -> list[str]:
-    args = [sys.executable, str(REPO / "cli.py"), "extract", "--videos", str(videos), "--out",
-            str(out)]
-    for k, v in EXTRACT.items():
-        args += ["-T" if k == "T" else "--" + k.replace("_", "-"), str(v)]
-    return args
+    return [sys.executable, str(REPO / "cli.py")] + extract_command(videos, out, EXTRACT)
 
 
 def interrupt_when(cmd: list[str], ready, cwd: Path) -> subprocess.CompletedProcess:

@@ -26,7 +26,7 @@ from store.layout import complete_shards
 from storegen import make_store
 from train import find_checkpoint, load_train_config, read_metrics, train
 from test_train_resume import run_model_with_torchscript_optimisation
-from videos import RESUME_OPTS as EXTRACT, RESUME_VIDEOS as N_VIDEOS, assert_same_store
+from videos import RESUME_OPTS as EXTRACT, RESUME_VIDEOS as N_VIDEOS, assert_same_store, extract_command
 
 torch.set_num_threads(2)
 REPO = Path(__file__).resolve().parents[1]
@@ -60,11 +60,7 @@ def kill(proc: subprocess.Popen) -> bool:
 
 
 def extract_args(videos: Path, out: Path) -> list[str]:
-    args = [sys.executable, "cli.py", "extract", "--videos", str(videos), "--out", str(out),
-            "--quiet"]
-    for k, v in EXTRACT.items():
-        args += ["-T" if k == "T" else "--" + k.replace("_", "-"), str(v)]
-    return args
+    return [sys.executable, "cli.py"] + extract_command(videos, out, EXTRACT) + ["--quiet"]
 
 
 def lock_holder(out: Path) -> int | None:

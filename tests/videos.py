@@ -135,6 +135,15 @@ RESUME_OPTS = dict(T=4, clip_weights="random:0", vggish_weights="random:0", text
                    text_batch_size=4)
 
 
+def extract_command(videos: Path, out: Path, opts: dict) -> list[str]:
+    """``extract --videos … --out …`` with ``opts`` (ExtractConfig fields) as its options, so
+    a test's command and its in-process reference share one settings dict."""
+    args = ["extract", "--videos", str(videos), "--out", str(out)]
+    for k, v in opts.items():
+        args += ["-T" if k == "T" else "--" + k.replace("_", "-"), str(v)]
+    return args
+
+
 def make_resume_folder(d: Path, n_videos: int) -> Path:
     """``n_videos`` short real videos (every third without audio), one corrupt file and a
     MUSIC-AVQA annotation file with one question per video under ``d/qa`` (found under --videos
