@@ -49,8 +49,10 @@ def test_killed_run_resumes_to_the_uninterrupted_store(resume_videos, resume_ref
     done = len(complete_shards(out))
     assert 1 <= done < N_VIDEOS, f"the kill came too late to test anything ({done} shards)"
 
+    # wide lines: at 80 columns a long temp path wraps the file name the test looks for
     again = subprocess.run([sys.executable, "cli.py"] + cli_args(videos, out) + ["--strict"],
-                           cwd=REPO, capture_output=True, text=True, timeout=240)
+                           cwd=REPO, capture_output=True, text=True, timeout=240,
+                           env={**os.environ, "COLUMNS": "1000"})
     assert again.returncode == 1, again.stdout + again.stderr     # --strict: broken.mp4 failed
     assert "broken.mp4" in again.stdout
     assert_same_store(out, reference, atol=2e-3)
