@@ -9,7 +9,8 @@
 * :func:`get_encoders` — builds both once per process (a cache keyed by the relevant config), so
   dask workers and repeated calls reuse loaded models.
 
-Models are built on the CPU (seeded for random weights), then moved to the device.  On CUDA the
+Models are built on the CPU (seeded for random weights; with weights from a file, no random
+values are drawn: :mod:`extract.skip_init`), then moved to the device.  On CUDA the
 forward passes run under fp16/bf16 autocast; on the CPU in float32.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ from common.device import Autocast, resolve_device, weights_dtype
 
 from .audio import AudioEncoder, AudioEncoderEntry, get_audio_encoder
 from .clip_models import import_open_clip
+from .skip_init import skip_random_init
 from .weights import ResolvedWeights, WeightsError, resolve_clip_weights
 
 
@@ -75,8 +77,9 @@ class ClipEncoder:
                 torch.manual_seed(int(weights.seed))
                 with _dropped_log("No pretrained weights loaded"):   # random on purpose; the
                     model = open_clip.create_model(name, pretrained=None, **kwargs)  # summary says so
-            else:
-                model = open_clip.create_model(name, pretrained=weights.path, **kwargs)
+            else:   # the strict load replaces every random value: none are drawn
+                with skip_random_init():
+                    model = open_clip.create_model(name, pretrained=weights.path, **kwargs)
         except RuntimeError as exc:
             raise WeightsError(f"cannot build CLIP {model_name!r} with {weights.identity}: {exc}") from None
         self.device = resolve_device(device)

@@ -414,9 +414,16 @@ def _start_decoding(cfg: ExtractConfig, todo: list[VideoFile]) -> DecodeAhead | 
 def _encoders(cfg: ExtractConfig, plan: _Plan, entry: Path, summary: ExtractSummary,
               t0: float) -> tuple[Any, dict]:
     """The encoders and the store attributes they give; an existing store must agree."""
-    from .encoders import get_encoders  # imports torch: after decoding has started
+    from .warmup import start_warmup  # imports torch: after decoding has started
 
-    enc = get_encoders(cfg, audio=not cfg.questions_only)
+    warmup = start_warmup(cfg.device, cfg.precision, cfg.clip_model)
+    from .encoders import get_encoders  # open_clip: while the GPU warms up
+
+    try:
+        enc = get_encoders(cfg, audio=not cfg.questions_only)
+    finally:
+        if warmup is not None:
+            warmup.join()
     summary.phases["encoders ready"] = time.monotonic() - t0
     attrs = store_attrs(cfg, enc, plan.vocab, plan.n_options)
     if cfg.questions_only:

@@ -138,17 +138,20 @@ def test_extract_throughput_script(tmp_path):
     out = run_script("extract_throughput.py", "--K", "2", "--seconds", "2", "--T", "2",
                      "--clip-model", "ViT-S-32", "--workers", "0", "1", "--warmup", "0",
                      "--stage-videos", "1", "--gen-workers", "1", "--videos-dir", str(vids),
-                     "--json", str(js))
+                     "--file-weights-row", "--json", str(js))
     table = load_table(js, out)
     rows = table["rows"]
     # the command a user types, with its defaults (no tuning option), as a subprocess
     assert rows[0][0].startswith("ours, default command: python cli.py extract --videos DIR --out X")
     assert "--workers" not in rows[0][0] and "--batch-size" not in rows[0][0]
-    assert [(r[0], r[1]) for r in rows[1:3]] == [("ours (extract)", 0), ("ours (extract)", 1)]
-    assert rows[3][0].startswith("peer-style") and rows[3][5] == "1.00"
+    # and again with weight files, as the default weights are loaded
+    assert "cli.py extract --videos DIR --out X --clip-weights CLIP.safetensors --vggish-weights VGGISH.pt" in rows[1][0]
+    assert [(r[0], r[1]) for r in rows[2:4]] == [("ours (extract)", 0), ("ours (extract)", 1)]
+    assert rows[4][0].startswith("peer-style") and rows[4][5] == "1.00"
     assert all(r[2] == 2 and float(r[4]) > 0 for r in rows)
     assert table["default_extract_videos_per_s"] == pytest.approx(float(rows[0][4]), rel=1e-2)
-    assert table["peer_extract_videos_per_s"] == pytest.approx(float(rows[3][4]), rel=1e-2)
+    assert table["default_files_videos_per_s"] == pytest.approx(float(rows[1][4]), rel=1e-2)
+    assert table["peer_extract_videos_per_s"] == pytest.approx(float(rows[4][4]), rel=1e-2)
     meta = table["meta"]
     assert meta["videos_made_now"] == 2
     assert len(list(vids.rglob("*.mp4"))) == 2  # cached for the next run
@@ -162,6 +165,23 @@ def test_extract_throughput_script(tmp_path):
     assert meta["decode_vs_decord_bare"] > 0 and meta["worker_start_s"] > 0
     assert meta["ours_read_audio_s_per_video"] > 0
     assert "Extraction: where the time goes" in out
+
+
+def test_extract_startup_script(tmp_path):
+    js = tmp_path / "startup.json"
+    out = run_script("extract_startup.py", "--device", "cpu", "--clip-model", "ViT-S-32",
+                     "--repeats", "1", "--json", str(js))
+    table = load_table(js, out)
+    assert [r[0] for r in table["rows"]] == [f"weights {w}, warm-up {o}" for w in ("random", "files")
+                                             for o in ("off", "on")]
+    for runs in table["runs"].values():   # every phase timed, in a fresh process each
+        assert len(runs) == 1 and runs[0]["total"] == pytest.approx(
+            sum(v for k, v in runs[0].items() if k != "total"))
+
+
+def test_import_cost_script():
+    out = run_script("import_cost.py", "--min", "0.5")
+    assert "torch" in out and "open_clip" in out and "total of top-level imports" in out
 
 
 def test_compile_check_script(store, tmp_path):
@@ -208,7 +228,7 @@ def test_compile_check_catches_a_compiled_model_wrong_from_its_second_call(store
 
 
 @pytest.mark.parametrize("name", ["extract_throughput", "train_throughput", "inference", "backends",
-                                  "ask_latency", "compile_check"])
+                                  "ask_latency", "compile_check", "extract_startup"])
 def test_help(name, capsys):
     import importlib
 

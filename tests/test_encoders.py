@@ -110,6 +110,42 @@ def test_random_weights_are_seeded(vggish3):
     assert vggish3.encode(x).shape == (4, 128)
 
 
+def test_clip_from_a_file_is_built_without_random_values_and_equals_the_saved_model(clip, tmp_path):
+    """The build under skip_random_init gets every tensor from the file (strict load) and
+    computes what no file holds (the text tower's causal mask) as open_clip does."""
+    path = save_weights(clip.model, tmp_path / "clip.safetensors")
+    from_file = ClipEncoder("ViT-B-32", resolve_clip_weights("ViT-B-32", str(path)), device="cpu",
+                            text_len=8)
+    want, got = clip.model.state_dict(), from_file.model.state_dict()
+    assert want.keys() == got.keys()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    assert torch.equal(from_file.model.attn_mask, clip.model.attn_mask)
+    frames = np.random.default_rng(0).integers(0, 255, (2, 224, 224, 3), dtype=np.uint8)
+    assert np.array_equal(from_file.encode_images(frames)[0], clip.encode_images(frames)[0])
+    assert np.array_equal(from_file.encode_text(TEXTS)[0], clip.encode_text(TEXTS)[0])
+    partial = tmp_path / "partial.pt"   # a missing tensor would leave uninitialised memory
+    sd = dict(want)
+    sd.pop("visual.proj")
+    torch.save(sd, partial)
+    with pytest.raises(WeightsError, match="visual.proj"):
+        ClipEncoder("ViT-B-32", resolve_clip_weights("ViT-B-32", str(partial)), device="cpu")
+
+
+def test_skip_random_init_skips_only_random_fills():
+    from extract.skip_init import skip_random_init
+
+    torch.manual_seed(0)
+    before = torch.random.get_rng_state()
+    with skip_random_init():
+        layer = torch.nn.Linear(3, 4)
+        ones = torch.empty(5).fill_(1.0)
+        mask = torch.empty(3, 3).fill_(float("-inf")).triu_(1)
+    assert torch.equal(torch.random.get_rng_state(), before)   # nothing drawn
+    assert torch.equal(ones, torch.ones(5)) and mask[0, 1] == float("-inf") and mask[1, 0] == 0
+    assert layer.weight.shape == (4, 3)
+    assert torch.nn.Linear(3, 4).weight.std() > 0   # outside the block, init draws again
+
+
 def test_vggish_weight_file_and_hub_cache(vggish3, tmp_path, monkeypatch):
     seeded = vggish3
     path = save_weights(seeded.model, tmp_path / "vggish.pt")
