@@ -2,8 +2,8 @@
 128-d per 96x64 log-mel patch (front end :class:`extract.logmel.LogMelFrontEnd`), optionally
 PCA-whitened and quantised like the AudioSet release (``vggish_postprocess``).
 
-Light at import (the registry and the decode workers import it): torch and torchvggish load when
-an encoder is built.
+Light at import (the registry and the decode workers import it): torch loads when an encoder is
+built; the network is :mod:`extract.vggish_net` (torchvggish's parameter names and values).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ FRONT_END = LogMelFrontEnd()
 
 
 class VGGishEncoder:
-    """torchvggish's VGG network (release state_dict layout) on log-mel patches."""
+    """VGGish's network (torchvggish's release state_dict layout) on log-mel patches."""
 
     def __init__(self, weights: ResolvedWeights, device: str = "cpu", precision: str = "auto",
                  postprocess: bool = False, pca: ResolvedWeights | None = None):
@@ -79,16 +79,17 @@ class VGGishEncoder:
 
 
 def vgg_network(weights: ResolvedWeights) -> Any:
-    """torchvggish's VGG (on the CPU) with ``weights``: seeded random, or the tensors of a file,
+    """VGGish's network (:mod:`extract.vggish_net`, torchvggish's layout; on the CPU) with ``weights``: seeded random, or the tensors of a file,
     cast to the parameters' dtypes as copying into them would."""
     import torch
-    from torchvggish.torchvggish import VGG, make_layers
+
+    from .vggish_net import VGGish
 
     if weights.kind == "random":
         torch.manual_seed(int(weights.seed))
-        return VGG(make_layers(), postprocess=False)
+        return VGGish()
     with torch.device("meta"):   # no random init (72M parameters) of values the file replaces
-        model = VGG(make_layers(), postprocess=False)
+        model = VGGish()
     own = model.state_dict()
     sd = {k: v.to(own[k].dtype) if k in own and torch.is_tensor(v) else v
           for k, v in load_state_dict_file(weights.path).items()}

@@ -20,7 +20,7 @@ import hashlib
 import os
 import socket
 import threading
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,36 +41,73 @@ class WeightsError(RuntimeError):
     """Weights cannot be found or loaded; the message says what to pass instead."""
 
 
-@dataclass(frozen=True)
 class ResolvedWeights:
-    """A weight spec resolved to something loadable: kind is 'random', 'file' or 'tag'."""
+    """A weight spec resolved to something loadable: kind is 'random', 'file' or 'tag'.  A file's
+    ``identity`` (``sha256:<hex>``) may be given as (prefix, future digest): the file is hashed in
+    a background thread from resolution on, while the model is built; reading it waits."""
 
-    kind: str
-    identity: str
-    path: str | None = None
-    seed: int | None = None
-    tag: str | None = None
+    __slots__ = ("kind", "_identity", "path", "seed", "tag")
+
+    def __init__(self, kind: str, identity: "str | tuple[str, Future[str]]", path: str | None = None,
+                 seed: int | None = None, tag: str | None = None):
+        self.kind, self._identity, self.path, self.seed, self.tag = kind, identity, path, seed, tag
+
+    @property
+    def identity(self) -> str:
+        if not isinstance(self._identity, str):
+            prefix, digest = self._identity
+            self._identity = prefix + digest.result()
+        return self._identity
+
+    def _fields(self) -> tuple:
+        return (self.kind, self.identity, self.path, self.seed, self.tag)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ResolvedWeights) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __reduce__(self) -> tuple:   # pickled (dask) with its identity, not the future
+        return (ResolvedWeights, (self.kind, self.identity, self.path, self.seed, self.tag))
+
+    def __repr__(self) -> str:
+        return (f"ResolvedWeights(kind={self.kind!r}, identity={self.identity!r}, path={self.path!r}, "
+                f"seed={self.seed!r}, tag={self.tag!r})")
 
 
-_SHA_CACHE: dict[tuple[str, int, float], str] = {}
+_SHA_CACHE: dict[tuple[str, int, float], "Future[str]"] = {}
 _SHA_LOCK = threading.Lock()
+_HASHERS: ThreadPoolExecutor | None = None
 
 
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file (cached per path/size/mtime within the process)."""
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:   # hashlib and reads release the GIL: this runs beside the build
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_soon(path: str | Path) -> "Future[str]":
+    """The hex sha256 of a file, computed in a background thread (once per path/size/mtime
+    within the process; a failed hash is not kept)."""
+    global _HASHERS
     path = os.path.abspath(path)
     st = os.stat(path)
     key = (path, st.st_size, st.st_mtime)
     with _SHA_LOCK:
-        if key in _SHA_CACHE:
-            return _SHA_CACHE[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    with _SHA_LOCK:
-        _SHA_CACHE[key] = h.hexdigest()
-    return h.hexdigest()
+        fut = _SHA_CACHE.get(key)
+        if fut is None or (fut.done() and fut.exception() is not None):
+            if _HASHERS is None:
+                _HASHERS = ThreadPoolExecutor(2, thread_name_prefix="sha256")
+            fut = _SHA_CACHE[key] = _HASHERS.submit(_sha256, path)
+    return fut
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file (cached per path/size/mtime within the process)."""
+    return sha256_soon(path).result()
 
 
 def offline_requested() -> bool:
@@ -113,7 +150,7 @@ def parse_random(spec: str, seed: int) -> int | None:
 def _file_weights(spec: str, what: str) -> ResolvedWeights | None:
     p = Path(spec).expanduser()
     if p.is_file():
-        return ResolvedWeights("file", f"sha256:{sha256_file(p)}", path=str(p))
+        return ResolvedWeights("file", ("sha256:", sha256_soon(p)), path=str(p))
     if p.suffix.lower() in WEIGHT_SUFFIXES or os.sep in spec:
         raise WeightsError(f"{what} weight file not found: {spec}")
     return None
@@ -218,7 +255,7 @@ def resolve_clip_weights(model_name: str, spec: str, seed: int = 0) -> ResolvedW
         except Exception as exc:
             raise WeightsError(f"downloading CLIP {model_name} '{tag}' failed: {exc}; pass "
                                "--clip-weights /path/to/file") from None
-    return ResolvedWeights("tag", f"{tag}@sha256:{sha256_file(path)}", path=str(path), tag=tag)
+    return ResolvedWeights("tag", (f"{tag}@sha256:", sha256_soon(path)), path=str(path), tag=tag)
 
 
 def _hub_file(url: str, what: str, flag: str) -> ResolvedWeights:
@@ -234,7 +271,7 @@ def _hub_file(url: str, what: str, flag: str) -> ResolvedWeights:
         except Exception as exc:
             raise WeightsError(f"downloading {what} from {url} failed: {exc}; pass {flag} "
                                "/path/to/file") from None
-    return ResolvedWeights("file", f"sha256:{sha256_file(local)}", path=local, tag="default")
+    return ResolvedWeights("file", ("sha256:", sha256_soon(local)), path=local, tag="default")
 
 
 def resolve_vggish_weights(spec: str, seed: int = 0) -> ResolvedWeights:

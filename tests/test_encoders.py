@@ -100,6 +100,21 @@ def test_vggish_channels_last_on_the_cpu_equals_the_library_layout(vggish3):
     np.testing.assert_allclose(vggish3.encode(x), expected, rtol=1e-4, atol=1e-5)
 
 
+def test_our_vggish_network_is_torchvggish_s_vgg(vggish3):
+    """extract.vggish_net (ours, no resampy/numba import) against torchvggish's VGG, the
+    reference: the same seeded values under the same names, the same outputs."""
+    from torchvggish.torchvggish import VGG, make_layers
+
+    torch.manual_seed(3)
+    ref = VGG(make_layers(), postprocess=False).eval()
+    ours = copy.deepcopy(vggish3.model).to(memory_format=torch.contiguous_format)
+    want, got = ref.state_dict(), ours.state_dict()
+    assert list(want) == list(got) and all(torch.equal(want[k], got[k]) for k in want)
+    x = torch.as_tensor(np.random.default_rng(2).standard_normal((3, 1, 96, 64)).astype(np.float32))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=0)
+
+
 def test_random_weights_are_seeded(vggish3):
     b = VGGishEncoder(resolve_vggish_weights("random", seed=3))
     c = VGGishEncoder(resolve_vggish_weights("random:6"))
@@ -165,6 +180,19 @@ def test_vggish_weight_file_and_hub_cache(vggish3, tmp_path, monkeypatch):
         bad = tmp_path / "bad.pt"
         torch.save({"x": torch.zeros(2)}, bad)
         VGGishEncoder(resolve_vggish_weights(str(bad)))
+
+
+def test_a_weight_file_is_hashed_in_the_background_and_pickles_with_its_digest(tmp_path):
+    import hashlib
+    import pickle
+
+    path = tmp_path / "w.pt"
+    torch.save({"x": torch.arange(1000)}, path)
+    w = resolve_vggish_weights(str(path))   # returns at once; the digest is read when needed
+    assert w.identity == "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    assert w == resolve_vggish_weights(str(path)) and w.identity == f"sha256:{sha256_file(path)}"
+    again = pickle.loads(pickle.dumps(resolve_vggish_weights(str(path))))   # dask ships these
+    assert again == w and again.path == str(path) and again.kind == "file"
 
 
 def test_a_vggish_weight_file_is_cast_to_the_parameters_dtype(vggish3, tmp_path):
