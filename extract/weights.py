@@ -311,7 +311,10 @@ def load_state_dict_file(path: str | Path) -> "dict[str, torch.Tensor]":
 
             sd = load_file(path)
         else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
+            try:   # mapped, not read: the load_state_dict copy is the only pass over the data
+                sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:   # files in torch's legacy (pre-zip) format cannot be mapped
+                sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise WeightsError(f"{path}: cannot read weights: {exc}") from None
     for key in ("state_dict", "model"):

@@ -94,3 +94,41 @@ def test_extract_options_are_the_config_fields_and_set_reaches_any_of_them():
     assert res.exit_code == 2 and "T must be >= 1" in res.output, res.output
     res = CliRunner().invoke(cli.app, ["extract", "--videos", ".", "--set", "no_such_field=1"])
     assert res.exit_code == 2 and "no_such_field" in res.output, res.output
+
+
+def test_the_process_skips_teardown_but_keeps_status_output_and_library_exit_hooks(tmp_path):
+    """cli.main's last exit hook ends the process without the interpreter's teardown: the exit
+    status, everything printed, and what libraries' own exit hooks do (logging flushes its
+    files) come out as with a full exit (SHMAMBA_FULL_EXIT=1)."""
+    script = tmp_path / "probe.py"
+    log, td = tmp_path / "probe.log", tmp_path / "teardown.txt"
+    script.write_text(
+        "import logging, sys\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "import cli\n"
+        "class Teardown:\n"
+        f"    def __del__(self): open({str(td)!r}, 'w').write('torn down')\n"
+        "KEPT = Teardown()   # deleted by the interpreter's teardown only\n"
+        "@cli.app.command('probe')\n"
+        "def probe(status: int = 0) -> None:\n"
+        f"    handler = logging.FileHandler({str(log)!r})\n"
+        "    handler.setLevel(logging.INFO)\n"
+        "    logging.getLogger('probe').addHandler(handler)\n"
+        "    logging.getLogger('probe').setLevel(logging.INFO)\n"
+        "    logging.getLogger('probe').info('logged %d', status)\n"
+        "    sys.stdout.write('x' * 100000)   # buffered: flushed on the way out\n"
+        "    raise SystemExit(status)\n"
+        "cli.main()\n")
+    for full in ("0", "1"):
+        for status in (0, 3):
+            log.unlink(missing_ok=True)
+            td.unlink(missing_ok=True)
+            proc = subprocess.run([sys.executable, str(script), "probe", "--status", str(status)],
+                                  env={**ENV, "SHMAMBA_FULL_EXIT": full}, capture_output=True,
+                                  text=True, timeout=60)
+            assert proc.returncode == status and proc.stdout == "x" * 100000, (full, status)
+            assert log.read_text() == f"logged {status}\n"
+            assert td.exists() == (full == "1")
+    bad = subprocess.run([sys.executable, str(REPO / "cli.py"), "eval", "--run", str(tmp_path / "none")],
+                         env=ENV, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "does not exist" in bad.stdout + bad.stderr
