@@ -672,7 +672,7 @@ _exit_status = [0]
 
 def _exit_without_teardown() -> None:
     """The last exit hook (registered first): every library's own hooks have run by now; skip
-    the interpreter's teardown of torch's modules, ~1.2 s measured (docs/GUARANTEES.md)."""
+    the interpreter's teardown of torch's modules, ~1.2 s measured (docs/EXTRACTION.md)."""
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
