@@ -10,15 +10,20 @@
    X`` as a subprocess (plus ``--clip-weights random --vggish-weights random``, since pretrained
    weights may not be on the machine, and ``--clip-model``/``-T``/``--device``/``--precision``
    only where this run's differ from the defaults; never a tuning option such as ``--workers``);
-   its wall time includes process start, imports and model building.
+   its wall time includes process start, imports and model building.  ``--also-fp32`` times it
+   once more with ``--precision fp32`` (on the CPU the default is bf16 where the CPU has native
+   bf16: the two side by side).
 3. Builds the encoders once (CLIP ``--clip-model`` and VGGish, seeded random weights: the speed
-   does not depend on the weight values) and times, on the same videos and encoders:
+   does not depend on the weight values) and times, on the same videos:
    * ours: ``extract.pipeline.extract`` (what ``python cli.py extract`` runs, minus process start
      and model loading, reported separately) once per decode-worker count in ``--workers``;
    * peer-style (``peer_style.py``): ffmpeg to 1 fps JPEG files + a 16 kHz wav per video, then per
      video PIL load + CLIP preprocess + one CLIP forward, and one VGGish forward, one ``.npy``
      per video per feature; on the first ``--peer-videos`` videos (default all: it works one video
-     at a time, so its rate does not depend on how many).
+     at a time, so its rate does not depend on how many).  On the GPU it runs our encoders (same
+     precision); on the CPU encoders built the same way in float32, as the peers' code runs there
+     (OpenAI ``clip.load`` and torchvggish on the CPU are float32), whatever ``--precision``.
+   Each row of the table says the precision it ran at (``compute_precision``).
 4. Where the time goes: our stages measured one by one on ``--stage-videos`` videos with the
    pipeline's own functions (``decode_video`` in one single-threaded decode worker process, as
    extraction runs it; ``ClipEncoder.encode_images`` and ``VGGishEncoder.encode`` on batches of
@@ -42,6 +47,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -282,23 +288,25 @@ def our_stages(videos: list[Path], cfg, enc, attrs: dict, out: Path) -> tuple[di
 
 
 def default_command(inputs: Path, out: Path, args: argparse.Namespace,
-                    weights: tuple[str, str] = ("random", "random")) -> list[str]:
+                    weights: tuple[str, str] = ("random", "random"),
+                    precision: str | None = None) -> list[str]:
     """``python cli.py extract --videos DIR --out X`` as a user types it: no tuning option; random
     weights or weight files (pretrained ones may not be here; the default weights are files loaded
-    from the hub cache), and the model/T/device/precision of this run only where they differ from
-    the defaults."""
+    from the hub cache), and the model/T/device/precision of this run (``precision``, else
+    ``--precision``) only where they differ from the defaults."""
     cmd = [sys.executable, str(ROOT / "cli.py"), "extract", "--videos", str(inputs), "--out", str(out),
            "--clip-weights", weights[0], "--vggish-weights", weights[1]]
     for flag, value, default in (("--clip-model", args.clip_model, "ViT-B-32"), ("-T", args.T, 60),
                                  ("--device", args.device, "auto"),
-                                 ("--precision", args.precision, "auto")):
+                                 ("--precision", precision or args.precision, "auto")):
         if value != default:
             cmd += [flag, str(value)]
     return cmd
 
 
 def run_default(inputs: Path, out: Path, args: argparse.Namespace, n_videos: int,
-                weights: tuple[str, str] = ("random", "random")) -> tuple[float, str]:
+                weights: tuple[str, str] = ("random", "random"),
+                precision: str | None = None) -> tuple[float, str]:
     """Wall seconds of the default command over ``inputs`` into a fresh store ``out`` (process
     start, imports and model building included); checks that it extracted every video."""
     from store import FeatureStore
@@ -306,7 +314,7 @@ def run_default(inputs: Path, out: Path, args: argparse.Namespace, n_videos: int
     if out.parent.exists():
         shutil.rmtree(out.parent)
     out.parent.mkdir(parents=True)
-    cmd = default_command(inputs, out, args, weights)
+    cmd = default_command(inputs, out, args, weights, precision)
     env = dict(os.environ, COLUMNS="250", PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [
         os.environ.get("PYTHONPATH", "")] if p]))   # wide: the summary's 'seconds' row unwrapped
     t = time.perf_counter()
@@ -321,10 +329,11 @@ def run_default(inputs: Path, out: Path, args: argparse.Namespace, n_videos: int
     with FeatureStore(out) as fs:
         if fs.n_videos != n_videos:
             raise RuntimeError(f"the default extract command stored {fs.n_videos} of {n_videos} videos")
+        ran_at = (fs.attrs.get("extractor_config") or {}).get("compute_precision", "?")
     shown = " ".join(["python", "cli.py"] + cmd[2:]).replace(str(inputs), "DIR").replace(str(out), "X")
     for w, name in zip(weights, ("CLIP.safetensors", "VGGISH.pt")):
         shown = shown.replace(w, name) if w != "random" else shown
-    return dt, shown
+    return dt, shown, ran_at
 
 
 def save_weight_files(folder: Path, clip_model: str) -> tuple[str, str]:
@@ -379,7 +388,12 @@ def main(argv: list[str] | None = None) -> dict:
                          "(loaded as the default weights are, from a file: no random init)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="encoder device")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
-                    help="encoder precision (both pipelines); on the CPU only bf16 changes it")
+                    help="encoder precision of ours, and of the peer-style pipeline on the GPU "
+                         "(on the CPU it runs float32, as the peers do); auto on the CPU = bf16 "
+                         "where the CPU has native bf16, else float32")
+    ap.add_argument("--also-fp32", action="store_true",
+                    help="also time the default command with --precision fp32 (next to the "
+                         "default's precision; skipped when --precision is fp32)")
     ap.add_argument("--json", default=None, help="write the results as JSON to this file")
     args = ap.parse_args(argv)
     if args.K < 1 or args.T < 1 or args.seconds <= 0:
@@ -389,6 +403,7 @@ def main(argv: list[str] | None = None) -> dict:
     from qa.annotations import vocabulary_for
     from extract.config import ExtractConfig
     from common.cores import usable_cores
+    from common.device import resolve_precision
     from extract.decode_worker import default_workers
     from extract.encoders import get_encoders
     from extract.encode import store_attrs
@@ -411,17 +426,29 @@ def main(argv: list[str] | None = None) -> dict:
                       device=args.device, precision=args.precision)
     K = len(videos)
     n_peer = K if args.peer_videos <= 0 else min(args.peer_videos, K)
-    default_s = default_cmd = files_s = files_cmd = None
+    default_s = default_cmd = files_s = files_cmd = fp32_s = fp32_cmd = None
+    ours_at = resolve_precision(device, args.precision)   # what --precision means here
+    # the peers' code (OpenAI clip.load, torchvggish) runs float32 on the CPU
+    peer_precision = "fp32" if device.type == "cpu" else args.precision
+    peer_at = resolve_precision(device, peer_precision)
+    default_at = files_at = fp32_at = ours_at
     try:
         inputs = link_inputs(videos, work / "inputs")
         # -- the command a user types, first (nothing of ours is loaded in this process yet) -----
         if not args.skip_default:
-            default_s, default_cmd = run_default(inputs, work / "default" / "feats.h5", args, K)
-            print(f"default command: {K / default_s:.3f} videos/s ({default_s:.2f} s)", flush=True)
+            default_s, default_cmd, default_at = run_default(inputs, work / "default" / "feats.h5",
+                                                             args, K)
+            print(f"default command ({default_at}): {K / default_s:.3f} videos/s "
+                  f"({default_s:.2f} s)", flush=True)
+            if args.also_fp32 and args.precision != "fp32":
+                fp32_s, fp32_cmd, fp32_at = run_default(inputs, work / "default-fp32" / "feats.h5",
+                                                        args, K, precision="fp32")
+                print(f"default command --precision fp32 ({fp32_at}): {K / fp32_s:.3f} videos/s "
+                      f"({fp32_s:.2f} s)", flush=True)
             if args.file_weights_row:
                 files = save_weight_files(work / "weights", args.clip_model)
-                files_s, files_cmd = run_default(inputs, work / "default-files" / "feats.h5", args,
-                                                 K, files)
+                files_s, files_cmd, files_at = run_default(
+                    inputs, work / "default-files" / "feats.h5", args, K, files)
                 print(f"default command, weight files: {K / files_s:.3f} videos/s ({files_s:.2f} s)",
                       flush=True)
         t_workers = worker_start_seconds(default_workers())
@@ -430,6 +457,9 @@ def main(argv: list[str] | None = None) -> dict:
         t = time.perf_counter()
         enc = get_encoders(base_cfg)  # cached: every extract() below reuses these models
         t_models = time.perf_counter() - t
+        peer_enc = enc   # the same models on the GPU; float32 ones on the CPU (not timed)
+        if not args.skip_peer and peer_at != ours_at:
+            peer_enc = get_encoders(replace(base_cfg, precision=peer_precision))
 
         if args.warmup:
             warm = videos[:args.warmup]
@@ -437,8 +467,8 @@ def main(argv: list[str] | None = None) -> dict:
                      args.workers[0], len(warm))
             if not args.skip_peer:
                 from peer_style import peer_extract
-                peer_extract(warm, work / "warm-peer-tmp", work / "warm-peer", enc.clip, enc.audio,
-                             args.T)
+                peer_extract(warm, work / "warm-peer-tmp", work / "warm-peer", peer_enc.clip,
+                             peer_enc.audio, args.T)
 
         # -- ours, per decode-worker count ------------------------------------------------------
         ours: dict[int, float] = {}
@@ -449,8 +479,8 @@ def main(argv: list[str] | None = None) -> dict:
         peer = None
         if not args.skip_peer:
             from peer_style import peer_extract
-            peer = peer_extract(videos[:n_peer], work / "peer-tmp", work / "peer-out", enc.clip,
-                                enc.audio, args.T)
+            peer = peer_extract(videos[:n_peer], work / "peer-tmp", work / "peer-out",
+                                peer_enc.clip, peer_enc.audio, args.T)
 
         # -- where the time goes ---------------------------------------------------------------
         n_stage = max(1, min(args.stage_videos, len(videos)))
@@ -489,7 +519,8 @@ def main(argv: list[str] | None = None) -> dict:
             stage_rows.append(["peer-style", name.replace("_", " ").replace("clip", "PIL + CLIP")
                                .replace("vggish", "wav + VGGish"), f"{sec / n_peer:.4f}",
                                f"{100 * sec / peer.total:.1f}%"])
-    stage_title = f"Extraction: where the time goes (s per video) - {dev_name}"
+    stage_title = (f"Extraction: where the time goes (s per video) - {dev_name}; encoders: ours "
+                   f"{ours_at}" + (f", peer-style {peer_at}" if peer is not None else ""))
     stage_cols = ["pipeline", "stage", "s/video", "share"]
     print_table(stage_title, stage_cols, stage_rows)
 
@@ -498,19 +529,25 @@ def main(argv: list[str] | None = None) -> dict:
     if default_s is not None:
         rows.append([f"ours, default command: {default_cmd}", f"default ({default_workers()})", K,
                      f"{default_s:.2f}", f"{default_rate:.3f}",
-                     f"{default_rate / peer_rate:.2f}" if peer_rate else "-"])
+                     f"{default_rate / peer_rate:.2f}" if peer_rate else "-", default_at])
+    if fp32_s is not None:
+        rate = K / fp32_s
+        rows.append([f"ours, default command at float32: {fp32_cmd}", f"default ({default_workers()})",
+                     K, f"{fp32_s:.2f}", f"{rate:.3f}", f"{rate / peer_rate:.2f}" if peer_rate else "-",
+                     fp32_at])
     if files_s is not None:
         rate = K / files_s
         rows.append([f"ours, default command, weights from files (as the default weights load from "
                      f"the hub cache): {files_cmd}", f"default ({default_workers()})", K,
-                     f"{files_s:.2f}", f"{rate:.3f}", f"{rate / peer_rate:.2f}" if peer_rate else "-"])
+                     f"{files_s:.2f}", f"{rate:.3f}", f"{rate / peer_rate:.2f}" if peer_rate else "-",
+                     files_at])
     for w, sec in ours.items():
         rate = K / sec
         rows.append(["ours (extract)", w, K, f"{sec:.2f}", f"{rate:.3f}",
-                     f"{rate / peer_rate:.2f}" if peer_rate else "-"])
+                     f"{rate / peer_rate:.2f}" if peer_rate else "-", ours_at])
     if peer is not None:
         rows.append(["peer-style (ffmpeg JPEG + per-video CLIP/VGGish)", "-", n_peer,
-                     f"{peer.total:.2f}", f"{peer_rate:.3f}", "1.00"])
+                     f"{peer.total:.2f}", f"{peer_rate:.3f}", "1.00", peer_at])
     best_w = max(ours, key=lambda w: K / ours[w])
     best = K / ours[best_w]
     encode_bound = n_stage / (stages["CLIP"] + stages["VGGish"])
@@ -524,6 +561,10 @@ def main(argv: list[str] | None = None) -> dict:
         "default_extract_videos_per_s": default_rate, "peer_videos": n_peer,
         "default_files_command": files_cmd, "default_files_extract_s": files_s,
         "default_files_videos_per_s": K / files_s if files_s else None,
+        "default_fp32_command": fp32_cmd, "default_fp32_extract_s": fp32_s,
+        "default_fp32_videos_per_s": K / fp32_s if fp32_s else None,
+        "default_compute_precision": default_at if default_s is not None else None,
+        "ours_compute_precision": ours_at, "peer_compute_precision": peer_at if peer else None,
         "best_workers": best_w, "ours_videos_per_s": best,
         "peer_videos_per_s": peer_rate, "peer_extract_videos_per_s": peer_rate,
         "ratio": best / peer_rate if peer_rate else None,
@@ -539,19 +580,23 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print_table(f"Extraction throughput - {K} videos x {args.seconds:g} s {args.width}x{args.height} "
                 f"{args.fps:g} fps, T={args.T}, {args.clip_model} - {dev_name}",
-                ["pipeline", "decode workers", "videos", "seconds", "videos/s", "x peer-style"], rows,
+                ["pipeline", "decode workers", "videos", "seconds", "videos/s", "x peer-style",
+                 "precision"], rows,
                 json_out=args.json, meta=meta)
     if args.json:  # the headline numbers also at the top level of the file
         data = json.loads(Path(args.json).read_text())
         data.update({k: meta[k] for k in ("default_extract_videos_per_s", "peer_extract_videos_per_s",
-                                          "default_files_videos_per_s", "ours_videos_per_s",
-                                          "decode_vs_decord_bare")})
+                                          "default_files_videos_per_s", "default_fp32_videos_per_s",
+                                          "ours_videos_per_s", "decode_vs_decord_bare")})
         Path(args.json).write_text(json.dumps(data, indent=1))
     ratio_txt = f", {best / peer_rate:.2f}x peer-style" if peer_rate else ""
     if default_rate is not None:
         dr = f" ({default_rate / peer_rate:.2f}x peer-style)" if peer_rate else ""
-        print(f"default command: {default_rate:.3f} videos/s{dr}, process start + model load "
-              f"included")
+        print(f"default command ({default_at}): {default_rate:.3f} videos/s{dr}, process start + "
+              f"model load included")
+    if fp32_s is not None:
+        fr = f" ({K / fp32_s / peer_rate:.2f}x peer-style)" if peer_rate else ""
+        print(f"default command --precision fp32: {K / fp32_s:.3f} videos/s{fr}")
     if files_s is not None:
         fr = f" ({K / files_s / peer_rate:.2f}x peer-style)" if peer_rate else ""
         print(f"default command, weights from files: {K / files_s:.3f} videos/s{fr}")

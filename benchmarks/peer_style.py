@@ -8,8 +8,10 @@ Extraction (used by ``extract_throughput.py``), one video at a time:
      one CLIP forward per video (batch = that video's frames), ``np.save`` one ``.npy``;
   4. audio: ``torchvggish.vggish_input.wavfile_to_examples`` + one VGGish forward per video,
      ``np.save`` one ``.npy``.
-  The encoders are handed in (ours, already built), so both pipelines use the same model, weights,
-  device and autocast; only the way the data moves differs.
+  The encoders are handed in (built by our code), so both pipelines use the same model, weights
+  and device; only the way the data moves differs, and the precision where the peers' differs:
+  ``extract_throughput.py`` hands in float32 encoders on the CPU (OpenAI ``clip.load`` and
+  torchvggish run float32 there) and ours, at our precision, on the GPU.
 
 Training (used by ``train_throughput.py``):
   :func:`export_npy` writes one ``.npy`` per video per feature (audio, visual) and one per
@@ -187,7 +189,7 @@ def peer_extract_video(video: str | Path, work_dir: str | Path, out_dir: str | P
     times.ffmpeg_audio += t2 - t1
 
     images = [preprocess(Image.open(p).convert("RGB")) for p in jpgs[:T]]
-    pixels = torch.stack(images).to(device, clip_encoder.dtype)  # the encoders' precision
+    pixels = torch.stack(images).to(device, clip_encoder.dtype)  # the handed-in encoders' precision
     with clip_encoder.autocast():
         visual = clip_encoder.model.encode_image(pixels)
     visual = fit_length(visual.float().cpu().numpy(), T)

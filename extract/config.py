@@ -78,9 +78,11 @@ class ExtractConfig:
     question_shard_size: int = 8192
     #: 'auto' (CUDA when available), 'cpu' or 'cuda'
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    #: encoder precision: 'auto' = bf16 autocast where supported on CUDA, else fp16, and float32
-    #: on the CPU; 'bf16' on the CPU keeps the weights in bf16 (~1.9x CLIP on CPUs with native
-    #: bf16, docs/EXTRACTION.md); fp16 is CUDA-only
+    #: encoder precision: 'auto' = bf16 autocast where supported on CUDA, else fp16; on the CPU
+    #: bf16 weights where the CPU has native bf16 (avx512_bf16/amx_bf16: ~1.9x CLIP), else
+    #: float32 (docs/EXTRACTION.md); 'fp32' = float32 everywhere; 'bf16' on the CPU keeps the
+    #: weights in bf16 even without native bf16 (slower there); fp16 is CUDA-only.  The store
+    #: records what it resolved to as extractor_config.compute_precision
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     #: address of an existing dask.distributed scheduler (tcp://host:port)
     scheduler: str = ""

@@ -45,12 +45,16 @@ def options_count(records: Sequence[Any]) -> int:
 
 
 def store_attrs(cfg: ExtractConfig, enc: Encoders, vocab: Any, n_options: int) -> dict:
-    """The store attributes (``store.schema.STORE_ATTRS``) of this run."""
+    """The store attributes (``store.schema.STORE_ATTRS``) of this run; ``extractor_config`` is
+    the config with what this run resolved: the image size, and ``compute_precision`` (fp32,
+    bf16 or fp16: what ``precision`` meant on this device) beside the ``precision`` setting."""
+    from common.device import resolve_precision
     from store.attrs import package_version
     from store.schema import SCHEMA_VERSION
 
     resolved = to_dict(cfg)
     resolved["image_size"] = enc.clip.image_size
+    resolved["compute_precision"] = resolve_precision(enc.clip.device, cfg.precision)
     return {
         "schema_version": SCHEMA_VERSION,
         "T": int(cfg.T),

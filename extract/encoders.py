@@ -11,7 +11,8 @@
 
 Models are built on the CPU (seeded for random weights; with weights from a file, no random
 values are drawn: :mod:`extract.skip_init`), then moved to the device.  On CUDA the
-forward passes run under fp16/bf16 autocast; on the CPU in float32.
+forward passes run under fp16/bf16 autocast; on the CPU with bfloat16 or float32 weights
+(:func:`common.device.resolve_precision`).
 """
 from __future__ import annotations
 

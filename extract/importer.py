@@ -100,7 +100,8 @@ class ImportConfig:
     question_shard_size: int = 8192
     #: 'auto', 'cpu' or 'cuda' for the text encoder
     device: str = "auto"
-    #: text encoder precision on CUDA
+    #: text encoder precision (as extract's --precision: 'auto' = bf16 on CUDA and on CPUs with
+    #: native bf16, else float32; 'fp32' = float32)
     precision: str = "auto"
     #: keep questions whose answer/type is outside the vocabulary (index -1)
     keep_unknown: bool = False

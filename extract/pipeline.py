@@ -166,6 +166,11 @@ def _check_compatible(attrs: dict, existing: dict, entry: Path, questions_only: 
             f"{existing.get(k)!r} there but {attrs.get(k)!r} now"
             + (f" (also differ: {diff[1:]})" if len(diff) > 1 else "")
             + "; use the store's settings or write a new store with --out")
+    made_at, now_at = was.get("compute_precision"), now.get("compute_precision")
+    if made_at and now_at and made_at != now_at:   # rounding-level differences: warn, not refuse
+        log.warning("the store %s was made at %s precision but this run computes at %s; extending "
+                    "it anyway (the features differ at rounding level, not in kind); pass "
+                    "--precision %s to match the store", entry, made_at, now_at, made_at)
 
 
 def recorded_failures(entry: Path) -> dict[str, tuple[str, float]]:

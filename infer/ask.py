@@ -6,7 +6,8 @@ well as the trained model), which is why it is its own package after both.  Rule
 
 * the encoders are built from the store's recorded ``extractor_config`` (CLIP model, T, fps,
   sampling, image size, audio reader (``decord`` for stores that record none), VGGish front
-  end, seed of random weights); their weight identities must
+  end, seed of random weights, and the precision it resolved to, ``compute_precision``: float32
+  on the CPU for stores that record none); their weight identities must
   equal the store's ``encoders`` attribute, else :class:`AskError` names the encoder and both
   identities (``clip_weights`` / ``vggish_weights`` may point at other files holding the same
   weights; random weights are identified by their seed, so a demo run works);
@@ -128,6 +129,10 @@ def encoder_config(attrs: dict, settings: AskSettings) -> ExtractConfig:
     cfg = build(ExtractConfig, {k: v for k, v in recorded.items()
                                 if k in ExtractConfig.__dataclass_fields__})
     over = {"device": "cuda" if settings.device.startswith("cuda") else settings.device}
+    if recorded.get("compute_precision"):   # the precision the store's features were made at
+        over["precision"] = recorded["compute_precision"]
+    elif cfg.precision == "auto" and resolve_device(settings.device).type == "cpu":
+        over["precision"] = "fp32"   # what 'auto' meant on the CPU before stores recorded it
     if settings.clip_weights:
         over["clip_weights"] = settings.clip_weights
     if settings.vggish_weights:

@@ -165,7 +165,8 @@ STORE_ATTRS: dict[str, str] = {
     "answer_vocab": "json list[str]: answer index -> answer string",
     "type_names": "json list[str]: type index -> 'Group/Type' name",
     "encoders": "json dict: {'audio': {'name':..,'weights':..}, 'visual': {...}, 'text': {...}}",
-    "extractor_config": "json dict: the resolved extraction config",
+    "extractor_config": "json dict: the resolved extraction config (compute_precision: what "
+                        "precision resolved to, fp32/bf16/fp16; absent in older stores)",
     "package_version": "str: version of this package that wrote the file",
 }
 

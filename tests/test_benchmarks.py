@@ -138,21 +138,30 @@ def test_extract_throughput_script(tmp_path):
     out = run_script("extract_throughput.py", "--K", "2", "--seconds", "2", "--T", "2",
                      "--clip-model", "ViT-S-32", "--workers", "0", "1", "--warmup", "0",
                      "--stage-videos", "1", "--gen-workers", "1", "--videos-dir", str(vids),
-                     "--file-weights-row", "--json", str(js))
+                     "--file-weights-row", "--also-fp32", "--json", str(js))
     table = load_table(js, out)
     rows = table["rows"]
     # the command a user types, with its defaults (no tuning option), as a subprocess
     assert rows[0][0].startswith("ours, default command: python cli.py extract --videos DIR --out X")
     assert "--workers" not in rows[0][0] and "--batch-size" not in rows[0][0]
+    # and again at float32, next to the default (bf16 on CPUs with native bf16)
+    assert rows[1][0].endswith("--precision fp32") and rows[1][6] == "fp32"
     # and again with weight files, as the default weights are loaded
-    assert "cli.py extract --videos DIR --out X --clip-weights CLIP.safetensors --vggish-weights VGGISH.pt" in rows[1][0]
-    assert [(r[0], r[1]) for r in rows[2:4]] == [("ours (extract)", 0), ("ours (extract)", 1)]
-    assert rows[4][0].startswith("peer-style") and rows[4][5] == "1.00"
+    assert "cli.py extract --videos DIR --out X --clip-weights CLIP.safetensors --vggish-weights VGGISH.pt" in rows[2][0]
+    assert [(r[0], r[1]) for r in rows[3:5]] == [("ours (extract)", 0), ("ours (extract)", 1)]
+    assert rows[5][0].startswith("peer-style") and rows[5][5] == "1.00"
     assert all(r[2] == 2 and float(r[4]) > 0 for r in rows)
     assert table["default_extract_videos_per_s"] == pytest.approx(float(rows[0][4]), rel=1e-2)
-    assert table["default_files_videos_per_s"] == pytest.approx(float(rows[1][4]), rel=1e-2)
-    assert table["peer_extract_videos_per_s"] == pytest.approx(float(rows[4][4]), rel=1e-2)
+    assert table["default_fp32_videos_per_s"] == pytest.approx(float(rows[1][4]), rel=1e-2)
+    assert table["default_files_videos_per_s"] == pytest.approx(float(rows[2][4]), rel=1e-2)
+    assert table["peer_extract_videos_per_s"] == pytest.approx(float(rows[5][4]), rel=1e-2)
+    # the precision each row ran at: ours as 'auto' resolves here, the peer's float32 on the CPU
+    from common.device import cpu_has_native_bf16
+
+    here = "bf16" if cpu_has_native_bf16() else "fp32"
+    assert [r[6] for r in rows] == [here, "fp32", here, here, here, "fp32"]
     meta = table["meta"]
+    assert (meta["ours_compute_precision"], meta["peer_compute_precision"]) == (here, "fp32")
     assert meta["videos_made_now"] == 2
     assert len(list(vids.rglob("*.mp4"))) == 2  # cached for the next run
     stages = {(r[0].split()[0], r[1]) for r in meta["stages"]["rows"]}

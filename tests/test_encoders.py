@@ -15,12 +15,14 @@ from extract.weights import (ResolvedWeights, WeightsError, resolve_clip_weights
                              sha256_file)
 
 torch.set_num_threads(2)
+#: the equality tests compare float32 paths ('auto' is bf16 on CPUs with native bf16, like CI's)
+FP32 = "fp32"
 
 
 @pytest.fixture(scope="module")
 def clip():
     return ClipEncoder("ViT-B-32", resolve_clip_weights("ViT-B-32", "random:0"), device="cpu",
-                       text_len=8)
+                       precision=FP32, text_len=8)
 
 
 TEXTS = ["How many instruments are sounding",
@@ -57,14 +59,21 @@ def test_image_embeddings_and_patch_tokens(clip):
     assert not np.allclose(emb[0], emb[1])
 
 
-def test_cpu_runs_bf16_when_asked_and_float32_by_default(clip):
-    """precision='bf16' is honoured on the CPU (it was silently float32), with the weights in
-    bfloat16 and no autocast (autocast there was slower than float32): close to the float32
-    embeddings, not equal to them; 'auto' stays float32 there."""
-    assert clip.autocast.dtype is None and clip.dtype == torch.float32  # the fixture: 'auto'
-    bf16 = ClipEncoder("ViT-B-32", resolve_clip_weights("ViT-B-32", "random:0"), device="cpu",
-                       precision="bf16", text_len=8)
-    assert bf16.autocast.dtype is None
+def test_cpu_auto_is_bf16_where_the_cpu_has_native_bf16_and_close_to_float32(clip):
+    """The default precision ('auto') on the CPU: bfloat16 weights and no autocast (autocast
+    there was slower than float32) on a CPU with native bf16 (CI's has avx512_bf16), float32 on
+    one without; close to the float32 embeddings, not equal to them.  'fp32' stays float32."""
+    from common.device import cpu_has_native_bf16
+
+    assert clip.autocast.dtype is None and clip.dtype == torch.float32  # the fixture: 'fp32'
+    auto = ClipEncoder("ViT-B-32", resolve_clip_weights("ViT-B-32", "random:0"), device="cpu",
+                       text_len=8)
+    assert auto.autocast.dtype is None
+    if not cpu_has_native_bf16():   # the bf16 path itself, as 'auto' takes it on such CPUs
+        assert auto.dtype == torch.float32
+        auto = ClipEncoder("ViT-B-32", resolve_clip_weights("ViT-B-32", "random:0"),
+                           device="cpu", precision="bf16", text_len=8)
+    bf16 = auto
     assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
     frames = np.random.default_rng(1).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
     ref, got = clip.encode_images(frames)[0], bf16.encode_images(frames)[0]
@@ -76,7 +85,22 @@ def test_cpu_runs_bf16_when_asked_and_float32_by_default(clip):
 
 @pytest.fixture(scope="module")
 def vggish3():
-    return VGGishEncoder(resolve_vggish_weights("random:3"))
+    return VGGishEncoder(resolve_vggish_weights("random:3"), precision=FP32)
+
+
+def test_vggish_auto_follows_the_cpu_flags_and_fp32_stays_float32(tmp_path, monkeypatch):
+    """'auto' on the CPU: bf16 weights where /proc/cpuinfo lists a native-bf16 flag, float32
+    where not; 'fp32' float32 either way (only the flags file is replaced)."""
+    import common.device
+
+    for flags, want in (("fpu sse2 avx512f avx512_bf16", torch.bfloat16), ("fpu sse2 avx2", torch.float32)):
+        info = tmp_path / f"cpuinfo-{want}"
+        info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\n")
+        monkeypatch.setattr(common.device, "CPUINFO", str(info))
+        for precision, dtype in (("auto", want), ("fp32", torch.float32)):
+            enc = VGGishEncoder(resolve_vggish_weights("random:3"), precision=precision)
+            assert {p.dtype for p in enc.model.parameters()} == {dtype}, (flags, precision)
+            assert enc.autocast.dtype is None and enc.encode(np.zeros((1, 96, 64))).dtype == np.float32
 
 
 def test_vggish_on_the_cpu_in_bf16_keeps_bf16_weights_close_to_float32(vggish3):
@@ -116,8 +140,8 @@ def test_our_vggish_network_is_torchvggish_s_vgg(vggish3):
 
 
 def test_random_weights_are_seeded(vggish3):
-    b = VGGishEncoder(resolve_vggish_weights("random", seed=3))
-    c = VGGishEncoder(resolve_vggish_weights("random:6"))
+    b = VGGishEncoder(resolve_vggish_weights("random", seed=3), precision=FP32)
+    c = VGGishEncoder(resolve_vggish_weights("random:6"), precision=FP32)
     x = np.random.default_rng(1).standard_normal((4, 96, 64)).astype(np.float32)
     assert vggish3.weights.identity == b.weights.identity == "random:3"
     assert np.array_equal(vggish3.encode(x), b.encode(x))
@@ -130,7 +154,7 @@ def test_clip_from_a_file_is_built_without_random_values_and_equals_the_saved_mo
     computes what no file holds (the text tower's causal mask) as open_clip does."""
     path = save_weights(clip.model, tmp_path / "clip.safetensors")
     from_file = ClipEncoder("ViT-B-32", resolve_clip_weights("ViT-B-32", str(path)), device="cpu",
-                            text_len=8)
+                            precision=FP32, text_len=8)
     want, got = clip.model.state_dict(), from_file.model.state_dict()
     assert want.keys() == got.keys()
     assert all(torch.equal(want[k], got[k]) for k in want)
@@ -164,7 +188,7 @@ def test_skip_random_init_skips_only_random_fills():
 def test_vggish_weight_file_and_hub_cache(vggish3, tmp_path, monkeypatch):
     seeded = vggish3
     path = save_weights(seeded.model, tmp_path / "vggish.pt")
-    from_file = VGGishEncoder(resolve_vggish_weights(str(path)))
+    from_file = VGGishEncoder(resolve_vggish_weights(str(path)), precision=FP32)
     x = np.random.default_rng(3).standard_normal((5, 96, 64)).astype(np.float32)
     assert np.array_equal(from_file.encode(x), seeded.encode(x))
     assert from_file.weights.identity == f"sha256:{sha256_file(path)}"
@@ -175,7 +199,7 @@ def test_vggish_weight_file_and_hub_cache(vggish3, tmp_path, monkeypatch):
     (hub / "vggish-10086976.pth").hardlink_to(path)
     w = resolve_vggish_weights("default")
     assert w.kind == "file" and w.tag == "default"
-    assert np.array_equal(VGGishEncoder(w).encode(x), seeded.encode(x))
+    assert np.array_equal(VGGishEncoder(w, precision=FP32).encode(x), seeded.encode(x))
     with pytest.raises(WeightsError, match="not VGGish weights"):
         bad = tmp_path / "bad.pt"
         torch.save({"x": torch.zeros(2)}, bad)
@@ -200,7 +224,8 @@ def test_a_vggish_weight_file_is_cast_to_the_parameters_dtype(vggish3, tmp_path)
     parameters, float32 as copying them into the initialised network gave."""
     half = {k: v.half() for k, v in vggish3.model.state_dict().items()}
     torch.save(half, tmp_path / "half.pt")
-    got = VGGishEncoder(resolve_vggish_weights(str(tmp_path / "half.pt"))).model.state_dict()
+    got = VGGishEncoder(resolve_vggish_weights(str(tmp_path / "half.pt")),
+                        precision=FP32).model.state_dict()
     assert got.keys() == half.keys()
     assert all(got[k].dtype == torch.float32 and torch.equal(got[k], v.float())
                for k, v in half.items())
@@ -213,7 +238,7 @@ def test_vggish_postprocess_matches_torchvggish(vggish3, tmp_path):
     pca = {"pca_eigen_vectors": torch.as_tensor(rng.standard_normal((128, 128)) * 0.05),
            "pca_means": torch.as_tensor(rng.standard_normal(128) * 0.01)}
     torch.save(pca, tmp_path / "pca.pth")
-    enc = VGGishEncoder(vggish3.weights, postprocess=True,
+    enc = VGGishEncoder(vggish3.weights, precision=FP32, postprocess=True,
                         pca=resolve_vggish_pca(str(tmp_path / "pca.pth")))
     raw = vggish3
     x = rng.standard_normal((6, 96, 64)).astype(np.float32) * 3

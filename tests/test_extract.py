@@ -24,8 +24,10 @@ from videos import (make_corrupt, make_video, store_by_id, write_music_annotatio
 
 torch.set_num_threads(2)
 
+# precision fp32: the store is compared with the reference paths (open_clip's encode_text, one
+# video at a time), which agree to float16 storage in float32; 'auto' is bf16 on CPUs with native bf16
 BASE = dict(T=4, clip_weights="random:0", vggish_weights="random:0", text_len=8, batch_size=6, image_size=64,
-            shard_size=2, workers=0, device="cpu", text_batch_size=4)
+            shard_size=2, workers=0, device="cpu", text_batch_size=4, precision="fp32")
 # float16 storage: values of order 1 keep ~3 significant digits
 F16 = dict(rtol=2e-2, atol=2e-3)
 
@@ -65,6 +67,8 @@ def test_store_shapes_padding_audio_flag_failures(data):
         assert a["encoders"]["visual"] == {"name": "ViT-B-32", "weights": "random:0"}
         assert a["encoders"]["audio"]["weights"] == "random:0"
         assert a["extractor_config"]["image_size"] == 64 and a["dataset"] == "music-avqa"
+        assert (a["extractor_config"]["precision"], a["extractor_config"]["compute_precision"]) == \
+            ("fp32", "fp32")
         assert [f["path"] for f in fs.failures] == [str(data.vids / "bad.mp4")]
         ids = fs.video_ids.tolist()
         assert sorted(ids) == ["a", "b", "c", "tiny"]
@@ -192,6 +196,36 @@ def test_a_setting_that_changes_the_video_features_is_refused(data, setting, val
     with pytest.raises(ExtractError, match=message):
         extract(ExtractConfig(**dict(data.cfg.__dict__, **{setting: value})), progress=False)
     assert sorted((p.name, p.stat().st_mtime) for p in (data.dir / "feats.shards").iterdir()) == before
+
+
+def test_the_default_precision_is_recorded_resolved_and_extending_at_another_warns(data, tmp_path,
+                                                                                    caplog):
+    """'auto' (the default) is recorded as the setting and what it resolved to here (bf16 on a
+    CPU with native bf16); a run at the same compute precision extends the store silently, one
+    at another extends it too, with a warning naming both and the --precision that matches."""
+    from common.device import cpu_has_native_bf16
+
+    vids, out = tmp_path / "v", tmp_path / "f.h5"
+    vids.mkdir()
+    here = "bf16" if cpu_has_native_bf16() else "fp32"
+    other = "fp32" if here == "bf16" else "bf16"
+    for name, precision in (("a.mp4", "auto"), ("c.mp4", here), ("tiny.mp4", other)):
+        os.link(data.vids / name, vids / name)
+        caplog.clear()
+        s = extract(ExtractConfig(**dict(BASE, videos=str(vids), out=str(out), precision=precision)),
+                    progress=False)
+        assert s.videos_extracted == 1
+        warned = [r.getMessage() for r in caplog.records if "precision" in r.getMessage()]
+        if precision == other:
+            assert len(warned) == 1 and f"made at {here} precision but this run computes at " \
+                f"{other}" in warned[0] and f"pass --precision {here} to match" in warned[0], warned
+        else:
+            assert warned == []
+        if precision == "auto":
+            with FeatureStore(out) as fs:
+                made = fs.attrs["extractor_config"]
+            assert (made["precision"], made["compute_precision"]) == ("auto", here)
+    assert store_info(out)["videos"] == 3 and not verify_store(out)
 
 
 def test_a_store_made_before_audio_reader_existed_resumes_with_decord_only(tmp_path, monkeypatch):
