@@ -20,6 +20,8 @@ importable.
 """
 from __future__ import annotations
 
+import logging
+
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -113,8 +115,11 @@ class DaskRunner:
         if cfg.scheduler:
             self.client = Client(cfg.scheduler)
         else:
+            # a worker that dies makes distributed log warnings with tracebacks (lost heartbeats);
+            # the run reports what it means itself (the task is retried, or KilledWorker)
             self.cluster = LocalCluster(n_workers=int(cfg.dask_workers), threads_per_worker=1,
-                                        processes=True, dashboard_address=None)
+                                        processes=True, dashboard_address=None,
+                                        silence_logs=logging.ERROR)
             self.client = Client(self.cluster)
 
     def describe(self) -> str:
