@@ -426,31 +426,28 @@ def main(argv: list[str] | None = None) -> dict:
                       device=args.device, precision=args.precision)
     K = len(videos)
     n_peer = K if args.peer_videos <= 0 else min(args.peer_videos, K)
-    default_s = default_cmd = files_s = files_cmd = fp32_s = fp32_cmd = None
+    #: the default command's timed runs: key ('' = as typed, 'fp32', 'files') -> (row label,
+    #: seconds, command shown, precision it ran at)
+    runs: dict[str, tuple[str, float, str, str]] = {}
     ours_at = resolve_precision(device, args.precision)   # what --precision means here
     # the peers' code (OpenAI clip.load, torchvggish) runs float32 on the CPU
     peer_precision = "fp32" if device.type == "cpu" else args.precision
     peer_at = resolve_precision(device, peer_precision)
-    default_at = files_at = fp32_at = ours_at
     try:
         inputs = link_inputs(videos, work / "inputs")
         # -- the command a user types, first (nothing of ours is loaded in this process yet) -----
-        if not args.skip_default:
-            default_s, default_cmd, default_at = run_default(inputs, work / "default" / "feats.h5",
-                                                             args, K)
-            print(f"default command ({default_at}): {K / default_s:.3f} videos/s "
-                  f"({default_s:.2f} s)", flush=True)
-            if args.also_fp32 and args.precision != "fp32":
-                fp32_s, fp32_cmd, fp32_at = run_default(inputs, work / "default-fp32" / "feats.h5",
-                                                        args, K, precision="fp32")
-                print(f"default command --precision fp32 ({fp32_at}): {K / fp32_s:.3f} videos/s "
-                      f"({fp32_s:.2f} s)", flush=True)
-            if args.file_weights_row:
-                files = save_weight_files(work / "weights", args.clip_model)
-                files_s, files_cmd, files_at = run_default(
-                    inputs, work / "default-files" / "feats.h5", args, K, files)
-                print(f"default command, weight files: {K / files_s:.3f} videos/s ({files_s:.2f} s)",
-                      flush=True)
+        variants = [] if args.skip_default else [("", "default command", lambda: {})]
+        if variants and args.also_fp32 and args.precision != "fp32":
+            variants.append(("fp32", "default command at float32", lambda: {"precision": "fp32"}))
+        if variants and args.file_weights_row:   # the files are saved after the first run
+            variants.append(("files", "default command, weights from files (as the default "
+                             "weights load from the hub cache)",
+                             lambda: {"weights": save_weight_files(work / "weights", args.clip_model)}))
+        for key, label, options in variants:
+            sec, cmd, at = run_default(inputs, work / "-".join(filter(None, ("default", key))) /
+                                       "feats.h5", args, K, **options())
+            runs[key] = (label, sec, cmd, at)
+            print(f"{label} ({at}): {K / sec:.3f} videos/s ({sec:.2f} s)", flush=True)
         t_workers = worker_start_seconds(default_workers())
 
         base_cfg = ExtractConfig(videos=str(inputs), out=str(work / "unused.h5"), **cfg_kwargs)
@@ -525,22 +522,17 @@ def main(argv: list[str] | None = None) -> dict:
     print_table(stage_title, stage_cols, stage_rows)
 
     rows = []
+    for label, sec, cmd, at in runs.values():
+        rate = K / sec
+        rows.append([f"ours, {label}: {cmd}", f"default ({default_workers()})", K, f"{sec:.2f}",
+                     f"{rate:.3f}", f"{rate / peer_rate:.2f}" if peer_rate else "-", at])
+    default_s, default_cmd, default_at = runs[""][1:] if "" in runs else (None, None, None)
     default_rate = K / default_s if default_s else None
-    if default_s is not None:
-        rows.append([f"ours, default command: {default_cmd}", f"default ({default_workers()})", K,
-                     f"{default_s:.2f}", f"{default_rate:.3f}",
-                     f"{default_rate / peer_rate:.2f}" if peer_rate else "-", default_at])
-    if fp32_s is not None:
-        rate = K / fp32_s
-        rows.append([f"ours, default command at float32: {fp32_cmd}", f"default ({default_workers()})",
-                     K, f"{fp32_s:.2f}", f"{rate:.3f}", f"{rate / peer_rate:.2f}" if peer_rate else "-",
-                     fp32_at])
-    if files_s is not None:
-        rate = K / files_s
-        rows.append([f"ours, default command, weights from files (as the default weights load from "
-                     f"the hub cache): {files_cmd}", f"default ({default_workers()})", K,
-                     f"{files_s:.2f}", f"{rate:.3f}", f"{rate / peer_rate:.2f}" if peer_rate else "-",
-                     files_at])
+    variant_meta = {}
+    for key in ("files", "fp32"):
+        _, sec, cmd, _ = runs.get(key, (None, None, None, None))
+        variant_meta.update({f"default_{key}_command": cmd, f"default_{key}_extract_s": sec,
+                             f"default_{key}_videos_per_s": K / sec if sec else None})
     for w, sec in ours.items():
         rate = K / sec
         rows.append(["ours (extract)", w, K, f"{sec:.2f}", f"{rate:.3f}",
@@ -559,11 +551,8 @@ def main(argv: list[str] | None = None) -> dict:
         "worker_start_s": round(t_workers, 3), "default_workers": default_workers(),
         "default_command": default_cmd, "default_extract_s": default_s,
         "default_extract_videos_per_s": default_rate, "peer_videos": n_peer,
-        "default_files_command": files_cmd, "default_files_extract_s": files_s,
-        "default_files_videos_per_s": K / files_s if files_s else None,
-        "default_fp32_command": fp32_cmd, "default_fp32_extract_s": fp32_s,
-        "default_fp32_videos_per_s": K / fp32_s if fp32_s else None,
-        "default_compute_precision": default_at if default_s is not None else None,
+        **variant_meta,
+        "default_compute_precision": default_at,
         "ours_compute_precision": ours_at, "peer_compute_precision": peer_at if peer else None,
         "best_workers": best_w, "ours_videos_per_s": best,
         "peer_videos_per_s": peer_rate, "peer_extract_videos_per_s": peer_rate,
@@ -590,16 +579,9 @@ def main(argv: list[str] | None = None) -> dict:
                                           "ours_videos_per_s", "decode_vs_decord_bare")})
         Path(args.json).write_text(json.dumps(data, indent=1))
     ratio_txt = f", {best / peer_rate:.2f}x peer-style" if peer_rate else ""
-    if default_rate is not None:
-        dr = f" ({default_rate / peer_rate:.2f}x peer-style)" if peer_rate else ""
-        print(f"default command ({default_at}): {default_rate:.3f} videos/s{dr}, process start + "
-              f"model load included")
-    if fp32_s is not None:
-        fr = f" ({K / fp32_s / peer_rate:.2f}x peer-style)" if peer_rate else ""
-        print(f"default command --precision fp32: {K / fp32_s:.3f} videos/s{fr}")
-    if files_s is not None:
-        fr = f" ({K / files_s / peer_rate:.2f}x peer-style)" if peer_rate else ""
-        print(f"default command, weights from files: {K / files_s:.3f} videos/s{fr}")
+    for label, sec, _, at in runs.values():
+        dr = f" ({K / sec / peer_rate:.2f}x peer-style)" if peer_rate else ""
+        print(f"{label} ({at}): {K / sec:.3f} videos/s{dr}, process start + model load included")
     print(f"best tuned: {best:.3f} videos/s with {best_w} decode workers{ratio_txt}; encoders alone "
           f"(CLIP + VGGish) bound ours at {encode_bound:.3f} videos/s; model build "
           f"{t_models:.2f} s (not in the tuned figures); decode = {decode_vs_bare:.2f}x decord alone")
