@@ -21,7 +21,6 @@ importable.
 from __future__ import annotations
 
 import logging
-
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence

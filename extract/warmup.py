@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+
 import torch
 from torch import nn
 
